@@ -1,0 +1,369 @@
+//! The live backend set: [`Backend`], the per-backend gauges and backoff, and the
+//! `ArcSwap`ped list the pool dials over.
+//!
+//! # Synchronization
+//!
+//! The list is an immutable `BackendSet` behind an `ArcSwap`: readers (`pick`, `status`) take
+//! a cheap snapshot and never block writers; `set_backends` builds a new set and swaps it in.
+//! An entry that leaves the list has its `removed` flag set (Release) *after* the swap, so any
+//! path that later sees the flag (Acquire) also sees the new list; the pool checks the flag
+//! before handing out or re-queueing a connection, so a removed backend's connection is never
+//! handed out again. Entries are shared between consecutive sets while their address stays
+//! listed, so gauges and backoff survive a list change.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::balance::Balance;
+use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering};
+
+/// One backend the pool may dial: an address plus what discovery said about it.
+///
+/// Backends are identified by their address: two `Backend`s with the same `addr` are the same
+/// backend to the pool.
+///
+/// ```
+/// use connpool::Backend;
+/// let b = Backend::new("10.0.0.7:19000").with_id("proxy-1").with_label("zone", "a");
+/// assert_eq!(b.addr(), "10.0.0.7:19000");
+/// assert_eq!(b.id(), Some("proxy-1"));
+/// assert_eq!(b.label("zone"), Some("a"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Backend {
+    addr: String,
+    id: Option<String>,
+    labels: Vec<(String, String)>,
+}
+
+impl Backend {
+    /// A backend at `addr` (whatever the manager understands, typically `host:port`).
+    pub fn new(addr: impl Into<String>) -> Self {
+        Backend {
+            addr: addr.into(),
+            id: None,
+            labels: Vec::new(),
+        }
+    }
+    /// The address the manager dials.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+    /// Sets the identifier discovery knows the backend by (a ZooKeeper node name, an etcd key).
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// The identifier discovery knows the backend by, if any.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+    /// Adds a label (e.g. what discovery read about the backend).
+    #[must_use]
+    pub fn with_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.push((key.into(), value.into()));
+        self
+    }
+    /// The value of label `key`, if set.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    /// All labels, in the order they were added.
+    pub fn labels(&self) -> &[(String, String)] {
+        &self.labels
+    }
+}
+
+impl<S: Into<String>> From<S> for Backend {
+    fn from(addr: S) -> Self {
+        Backend::new(addr)
+    }
+}
+
+/// One listed backend and its live state.
+pub(crate) struct BackendEntry {
+    pub(crate) backend: Backend,
+    /// Set once when the backend leaves the list; never cleared.
+    removed: AtomicBool,
+    /// Open connections to this backend (idle, lent or being checked).
+    pub(crate) size: AtomicUsize,
+    /// Of those, in the idle queue.
+    pub(crate) idle: AtomicUsize,
+    /// Of those, lent to users.
+    pub(crate) in_use: AtomicUsize,
+    /// Failed connects, ever.
+    pub(crate) connect_errors: AtomicU64,
+    /// Consecutive failed connects; 0 = healthy.
+    failures: AtomicU64,
+    /// Nanoseconds since the set's epoch before which the backend is not dialed; 0 = now.
+    retry_at: AtomicU64,
+    /// The last connect error's text (failure path only).
+    last_error: Mutex<Option<String>>,
+}
+
+impl BackendEntry {
+    fn new(backend: Backend) -> Self {
+        BackendEntry {
+            backend,
+            removed: AtomicBool::new(false),
+            size: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            in_use: AtomicUsize::new(0),
+            connect_errors: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            retry_at: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Has this backend left the list?
+    pub(crate) fn is_removed(&self) -> bool {
+        // Acquire: pairs with the Release in `mark_removed`, which follows the list swap.
+        self.removed.load(Ordering::Acquire)
+    }
+
+    fn mark_removed(&self) {
+        // Release: publishes the swap that preceded it to whoever sees the flag.
+        self.removed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// An immutable snapshot of the list.
+pub(crate) struct BackendSet {
+    pub(crate) entries: Vec<Arc<BackendEntry>>,
+    /// `false` until the first list arrives from discovery.
+    pub(crate) known: bool,
+}
+
+/// What `Backends::pick` found.
+pub(crate) enum Picked {
+    /// Dial this one.
+    Dial(Arc<BackendEntry>),
+    /// Every untried backend is backed off; this one failed most recently.
+    AllBackedOff(Arc<BackendEntry>),
+    /// Nothing left to try (empty list, or every backend already tried by this get).
+    None,
+}
+
+/// Backoff of a failing backend: doubles from `base` up to `max`, jittered down by up to half.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BackoffPolicy {
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl BackoffPolicy {
+    pub(crate) fn delay(&self, failures: u64) -> Duration {
+        let shift = failures.saturating_sub(1).min(20) as u32;
+        let raw = self.base.saturating_mul(1u32 << shift).min(self.max);
+        // Jitter down to [raw/2, raw]: many clients that saw the same outage spread out.
+        raw.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// The live list plus the round-robin cursor.
+pub(crate) struct Backends {
+    set: ArcSwap<BackendSet>,
+    cursor: CachePadded<AtomicUsize>,
+    epoch: Instant,
+    backoff: BackoffPolicy,
+}
+
+/// The result of `Backends::replace`: what changed.
+pub(crate) struct Change {
+    pub(crate) added: Vec<Arc<BackendEntry>>,
+    pub(crate) removed: Vec<Arc<BackendEntry>>,
+}
+
+impl Backends {
+    pub(crate) fn new(initial: Option<Vec<Backend>>, backoff: BackoffPolicy) -> Self {
+        let known = initial.is_some();
+        let entries = dedup(initial.unwrap_or_default())
+            .into_iter()
+            .map(|b| Arc::new(BackendEntry::new(b)))
+            .collect();
+        Backends {
+            set: ArcSwap::from_pointee(BackendSet { entries, known }),
+            // Random start, as Codis' Jodis client does: many processes built at once do not all
+            // dial the first backend first.
+            cursor: CachePadded::new(AtomicUsize::new(fastrand::usize(..))),
+            epoch: Instant::now(),
+            backoff,
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<BackendSet> {
+        self.set.load_full()
+    }
+
+    /// Replaces the list; entries whose address stays are kept (with their gauges).
+    pub(crate) fn replace(&self, list: Vec<Backend>) -> Change {
+        let list = dedup(list);
+        let old = self.set.load_full();
+        let mut added = Vec::new();
+        let entries: Vec<Arc<BackendEntry>> = list
+            .into_iter()
+            .map(|b| {
+                match old.entries.iter().find(|e| e.backend.addr == b.addr) {
+                    Some(e) => Arc::clone(e),
+                    None => {
+                        let e = Arc::new(BackendEntry::new(b));
+                        added.push(Arc::clone(&e));
+                        e
+                    }
+                }
+            })
+            .collect();
+        let removed: Vec<Arc<BackendEntry>> = old
+            .entries
+            .iter()
+            .filter(|e| !entries.iter().any(|n| Arc::ptr_eq(n, e)))
+            .cloned()
+            .collect();
+        self.set.store(Arc::new(BackendSet {
+            entries,
+            known: true,
+        }));
+        for e in &removed {
+            e.mark_removed();
+        }
+        Change { added, removed }
+    }
+
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(Instant::now().saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Picks the next backend to dial, skipping `tried` and backends in backoff. A backend
+    /// whose backoff has passed is claimed for one probe: its `retry_at` moves on by its current
+    /// delay, so concurrent gets do not all probe it at once.
+    pub(crate) fn pick(&self, balance: Balance, tried: &[Arc<BackendEntry>]) -> Picked {
+        let set = self.set.load();
+        let n = set.entries.len();
+        if n == 0 {
+            return Picked::None;
+        }
+        // Relaxed: the cursor only spreads load; no data is published through it.
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_nanos();
+        let mut best: Option<&Arc<BackendEntry>> = None;
+        let mut backed_off: Option<&Arc<BackendEntry>> = None;
+        for k in 0..n {
+            let e = &set.entries[start.wrapping_add(k) % n];
+            if tried.iter().any(|t| Arc::ptr_eq(t, e)) {
+                continue;
+            }
+            // Acquire: pairs with the Release in `connect_failed`/`connect_ok`.
+            let retry_at = e.retry_at.load(Ordering::Acquire);
+            if retry_at > now {
+                if backed_off.is_none_or(|b| {
+                    e.retry_at.load(Ordering::Relaxed) > b.retry_at.load(Ordering::Relaxed)
+                }) {
+                    backed_off = Some(e);
+                }
+                continue;
+            }
+            match balance {
+                Balance::RoundRobin => {
+                    if self.claim(e, retry_at, now) {
+                        return Picked::Dial(Arc::clone(e));
+                    }
+                }
+                Balance::LeastConnections => {
+                    // Relaxed: a load-spreading hint.
+                    let size = e.size.load(Ordering::Relaxed);
+                    if best.is_none_or(|b| size < b.size.load(Ordering::Relaxed)) {
+                        best = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = best {
+            let retry_at = e.retry_at.load(Ordering::Acquire);
+            if retry_at <= now && self.claim(e, retry_at, now) {
+                return Picked::Dial(Arc::clone(e));
+            }
+        }
+        match backed_off {
+            Some(e) => Picked::AllBackedOff(Arc::clone(e)),
+            None => Picked::None,
+        }
+    }
+
+    /// A healthy backend (no failures) is always free to dial; a failing one whose backoff
+    /// has passed is claimed by moving `retry_at` forward with a CAS (one prober wins).
+    fn claim(&self, e: &BackendEntry, retry_at: u64, now: u64) -> bool {
+        // Relaxed: read together with `retry_at`, whose Acquire load ordered it.
+        let failures = e.failures.load(Ordering::Relaxed);
+        if failures == 0 {
+            return true;
+        }
+        let next = now.saturating_add(nanos(self.backoff.delay(failures)));
+        // AcqRel: the winner publishes its claim; losers see it and move on.
+        e.retry_at
+            .compare_exchange(retry_at, next, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Records a failed connect: backs the backend off (capped, jittered).
+    pub(crate) fn connect_failed(&self, e: &BackendEntry, message: String) {
+        *e.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);
+        // Relaxed: counters; `retry_at` below publishes the backoff.
+        e.connect_errors.fetch_add(1, Ordering::Relaxed);
+        let failures = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let until = self
+            .now_nanos()
+            .saturating_add(nanos(self.backoff.delay(failures)));
+        // Release: pairs with the Acquire in `pick`.
+        e.retry_at.store(until, Ordering::Release);
+    }
+
+    /// Records a successful connect: the backend is healthy again.
+    pub(crate) fn connect_ok(&self, e: &BackendEntry) {
+        // Relaxed load first: the common case (healthy) writes nothing, keeping the line shared.
+        if e.failures.load(Ordering::Relaxed) != 0 {
+            e.failures.store(0, Ordering::Relaxed);
+            // Release: pairs with the Acquire in `pick`.
+            e.retry_at.store(0, Ordering::Release);
+        }
+    }
+
+    /// Is the backend currently dialable (not backed off)?
+    pub(crate) fn is_online(&self, e: &BackendEntry) -> bool {
+        // Acquire: pairs with the Release stores of `retry_at`.
+        e.retry_at.load(Ordering::Acquire) <= self.now_nanos()
+    }
+
+    /// How long until a backed-off backend may be probed again.
+    pub(crate) fn retry_in(&self, e: &BackendEntry) -> Duration {
+        let at = e.retry_at.load(Ordering::Acquire);
+        Duration::from_nanos(at.saturating_sub(self.now_nanos()))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn dedup(list: Vec<Backend>) -> Vec<Backend> {
+    let mut out: Vec<Backend> = Vec::with_capacity(list.len());
+    for b in list {
+        if !out.iter().any(|o| o.addr == b.addr) {
+            out.push(b);
+        }
+    }
+    out
+}

@@ -1,0 +1,95 @@
+//! The idle queue: an `ArrayQueue` of connections with their bookkeeping.
+//!
+//! The queue's capacity is `max_size_limit`, fixed at build time, so `set_max_size` never
+//! reallocates it. Push and pop are lock-free and allocate nothing. The queue is FIFO: a
+//! returned connection goes to the back, so every idle connection is used (and so kept warm)
+//! in turn, and the maintenance scan sees the oldest first.
+
+use std::time::Duration;
+
+use crate::backends::BackendEntry;
+use crate::sync::{Arc, ArrayQueue, Instant, Ordering};
+
+/// A connection and what the pool knows about it. Travels with the connection between the
+/// idle queue and its `Pooled` guard.
+pub(crate) struct Conn<C> {
+    pub(crate) conn: C,
+    pub(crate) meta: Meta,
+}
+
+/// A connection's bookkeeping.
+pub(crate) struct Meta {
+    pub(crate) backend: Arc<BackendEntry>,
+    pub(crate) created_at: Instant,
+    /// `created_at + max_lifetime`, jittered down by up to 2.5 %; `None` = no limit.
+    pub(crate) expires_at: Option<Instant>,
+    /// When a user last returned it (or when it was opened).
+    pub(crate) last_used: Instant,
+    /// When a check last passed on it (or when it was opened).
+    pub(crate) last_checked: Instant,
+    /// Consecutive failed checks.
+    pub(crate) failed_checks: u32,
+}
+
+impl Meta {
+    pub(crate) fn new(backend: Arc<BackendEntry>, now: Instant, max_lifetime: Option<Duration>) -> Self {
+        // Jitter the lifetime down by up to 2.5 % so that connections opened together (a
+        // fleet's warm-up) do not all expire together.
+        let expires_at = max_lifetime.map(|l| now + l.mul_f64(1.0 - fastrand::f64() * 0.025));
+        Meta {
+            backend,
+            created_at: now,
+            expires_at,
+            last_used: now,
+            last_checked: now,
+            failed_checks: 0,
+        }
+    }
+
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    pub(crate) fn idle_too_long(&self, now: Instant, idle_timeout: Option<Duration>) -> bool {
+        idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_used) >= t)
+    }
+
+    /// Time since the connection last proved alive (used by a user, or checked).
+    pub(crate) fn quiet_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last_used.max(self.last_checked))
+    }
+}
+
+/// The idle queue plus its per-backend gauge upkeep.
+pub(crate) struct IdleQueue<C> {
+    queue: ArrayQueue<Conn<C>>,
+}
+
+impl<C> IdleQueue<C> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        IdleQueue {
+            queue: ArrayQueue::new(capacity.max(1)),
+        }
+    }
+
+    /// Pushes a connection; gives it back if the queue is full.
+    pub(crate) fn push(&self, c: Conn<C>) -> Result<(), Conn<C>> {
+        // Count it idle before it becomes visible, so a popper never decrements below zero.
+        // Relaxed: a gauge; the queue's own synchronization publishes the connection.
+        c.meta.backend.idle.fetch_add(1, Ordering::Relaxed);
+        self.queue.push(c).inspect_err(|c| {
+            c.meta.backend.idle.fetch_sub(1, Ordering::Relaxed);
+        })
+    }
+
+    pub(crate) fn pop(&self) -> Option<Conn<C>> {
+        let c = self.queue.pop()?;
+        // Relaxed: a gauge.
+        c.meta.backend.idle.fetch_sub(1, Ordering::Relaxed);
+        Some(c)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}

@@ -1,0 +1,142 @@
+//! Counters ([`Stats`]) and gauges ([`Status`], [`BackendStatus`]).
+
+use std::time::Duration;
+
+use crate::sync::{AtomicU64, CachePadded, Ordering};
+
+/// A snapshot of the pool's gauges.
+///
+/// At rest `size == idle + in_use <= max_size`. While gets and returns are in flight the
+/// fields are read one by one and may disagree by the operations in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The current limit on open connections (see `Pool::set_max_size`).
+    pub max_size: usize,
+    /// Open connections: idle, lent, or being opened or checked.
+    pub size: usize,
+    /// Connections in the idle queue.
+    pub idle: usize,
+    /// Connections lent to users.
+    pub in_use: usize,
+    /// Getters waiting for a slot.
+    pub waiters: usize,
+    /// One entry per backend currently in force, in list order.
+    pub backends: Vec<BackendStatus>,
+}
+
+/// A snapshot of one backend's gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BackendStatus {
+    /// The backend's address.
+    pub addr: String,
+    /// `false` while the backend is backed off after failed connects.
+    pub online: bool,
+    /// Open connections to it.
+    pub size: usize,
+    /// Of those, idle.
+    pub idle: usize,
+    /// Of those, lent.
+    pub in_use: usize,
+    /// Failed connects to it, ever (while it stayed listed).
+    pub connect_errors: u64,
+}
+
+/// The pool's counters. They only grow.
+///
+/// `gets` counts successful gets, so `gets == hits + misses`; a failed get is counted once
+/// under its cause (`timeouts`, `exhausted`, `connect_errors`, ...). `cancelled` counts get
+/// futures dropped before they finished.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Successful gets.
+    pub gets: u64,
+    /// Gets served by an idle connection.
+    pub hits: u64,
+    /// Gets served by a new connection.
+    pub misses: u64,
+    /// Gets that had to wait for a slot.
+    pub waits: u64,
+    /// Total time gets spent waiting for a slot.
+    pub wait_time: Duration,
+    /// Gets that failed with `Error::Timeout`.
+    pub timeouts: u64,
+    /// Gets that failed with `Error::Exhausted`.
+    pub exhausted: u64,
+    /// Get futures dropped before they finished.
+    pub cancelled: u64,
+    /// Connections opened.
+    pub connects: u64,
+    /// Failed connects (each failed dial, whether or not its get then failed over).
+    pub connect_errors: u64,
+    /// Failed checks (test-on-borrow, keepalive, a new connection's check).
+    pub check_failures: u64,
+    /// Connections closed for being idle too long, or because the idle queue was full
+    /// (`max_idle`) or the pool shrank.
+    pub closed_idle: u64,
+    /// Connections closed for outliving `max_lifetime`.
+    pub closed_lifetime: u64,
+    /// Connections closed as broken: failed checks, `is_reusable() == false`, discarded,
+    /// returned by a panicking task, or abandoned mid-check by a cancelled get.
+    pub closed_broken: u64,
+    /// Connections closed because their backend left the list.
+    pub closed_backend_gone: u64,
+    /// Discovery errors (a failed or panicked `run`, or a reported error).
+    pub discovery_errors: u64,
+}
+
+macro_rules! counters {
+    ($($name:ident),* $(,)?) => {
+        /// The live counters. Each is padded to its own cache line: gets and returns on many
+        /// cores would otherwise contend on one line.
+        #[derive(Default)]
+        pub(crate) struct Counters {
+            $(pub(crate) $name: CachePadded<AtomicU64>,)*
+            pub(crate) wait_nanos: CachePadded<AtomicU64>,
+        }
+
+        impl Counters {
+            pub(crate) fn snapshot(&self) -> Stats {
+                Stats {
+                    // Relaxed: independent monotonic counters; a snapshot reads each once.
+                    $($name: self.$name.load(Ordering::Relaxed),)*
+                    wait_time: Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed)),
+                }
+            }
+        }
+    };
+}
+
+counters!(
+    gets,
+    hits,
+    misses,
+    waits,
+    timeouts,
+    exhausted,
+    cancelled,
+    connects,
+    connect_errors,
+    check_failures,
+    closed_idle,
+    closed_lifetime,
+    closed_broken,
+    closed_backend_gone,
+    discovery_errors,
+);
+
+/// Adds one to a counter.
+pub(crate) fn bump(c: &AtomicU64) {
+    // Relaxed: a monotonic statistic; nothing is published through it.
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn add_wait(c: &Counters, d: Duration) {
+    // Relaxed: a statistic.
+    c.wait_nanos.fetch_add(
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
