@@ -107,7 +107,7 @@ impl Default for Config {
 }
 
 /// The largest `max_size_limit` accepted: the idle queue is allocated up front.
-pub const MAX_SIZE_LIMIT: usize = 1 << 20;
+pub(crate) const MAX_SIZE_LIMIT: usize = 1 << 20;
 
 impl Config {
     /// `max_size_limit` with its default applied.

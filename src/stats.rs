@@ -85,6 +85,11 @@ pub struct Stats {
     pub closed_backend_gone: u64,
     /// Discovery errors (a failed or panicked `run`, or a reported error).
     pub discovery_errors: u64,
+    /// Gets that failed fast with `Error::Connect` without dialing, because every backend was
+    /// failing and backed off.
+    pub backed_off: u64,
+    /// Gets that failed with `Error::NoBackends`.
+    pub no_backends: u64,
 }
 
 macro_rules! counters {
@@ -125,6 +130,8 @@ counters!(
     closed_broken,
     closed_backend_gone,
     discovery_errors,
+    backed_off,
+    no_backends,
 );
 
 /// Adds one to a counter.

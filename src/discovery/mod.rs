@@ -21,6 +21,7 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, WaitQueue};
 mod etcd;
 #[cfg(any(feature = "zookeeper", feature = "etcd"))]
 mod node;
+pub(crate) mod runner;
 #[cfg(feature = "zookeeper")]
 mod zookeeper;
 

@@ -1,0 +1,81 @@
+//! The pool's discovery tasks: one runs `Discovery::run` (restarting it after a backoff when
+//! it fails or panics), one applies published lists to the pool (coalescing bursts).
+
+use std::time::Duration;
+
+use super::{DynDiscovery, Updates, UpdatesShared};
+use crate::manager::Manager;
+use crate::pool::{catch, PoolInner};
+use crate::sync::{Arc, Instant};
+
+/// After applying a list, the applier waits this long before applying the next one: a burst
+/// of publishes within it collapses into its latest list.
+const COALESCE: Duration = Duration::from_millis(20);
+/// Restart backoff of a failing `run`: from 100 ms, doubling, up to 5 s, jittered.
+const RESTART_BASE: Duration = Duration::from_millis(100);
+const RESTART_MAX: Duration = Duration::from_secs(5);
+/// A run that lasted this long resets the restart backoff.
+const HEALTHY_RUN: Duration = Duration::from_secs(30);
+
+pub(crate) fn spawn<M: Manager>(
+    inner: &Arc<PoolInner<M>>,
+    discovery: Arc<dyn DynDiscovery>,
+    shared: Arc<UpdatesShared>,
+) {
+    let updates = Updates {
+        shared: Arc::clone(&shared),
+    };
+    tokio::spawn(run_loop(discovery, updates));
+
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            shared.wake.notified().await;
+            if shared.closed.load(crate::sync::Ordering::SeqCst) {
+                return;
+            }
+            let Some(list) = shared.take_pending() else {
+                continue;
+            };
+            let Some(inner) = weak.upgrade() else { return };
+            inner.set_backends(list);
+            drop(inner);
+            tokio::time::sleep(COALESCE).await;
+        }
+    });
+}
+
+async fn run_loop(discovery: Arc<dyn DynDiscovery>, updates: Updates) {
+    let mut failures: u32 = 0;
+    loop {
+        if updates.is_closed() {
+            return;
+        }
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = catch(discovery.run_boxed(updates.clone())) => r,
+            () = updates.closed() => return,
+        };
+        if updates.is_closed() {
+            return;
+        }
+        let message = match outcome {
+            Ok(Ok(())) => "discovery returned before the pool closed; restarting".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(panic) => format!("discovery {panic}"),
+        };
+        updates.report_error(&message);
+        if started.elapsed() >= HEALTHY_RUN {
+            failures = 0;
+        }
+        failures = failures.saturating_add(1);
+        let raw = RESTART_BASE
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(RESTART_MAX);
+        let delay = raw.mul_f64(0.5 + fastrand::f64() * 0.5);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = updates.closed() => return,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Publishes the pool's gauges and counters through the `metrics` facade (feature
+//! `metrics`), labelled `pool = <name>`. Called by the maintenance task after each pass, so
+//! the hot path pays nothing.
+//!
+//! Gauges: `connpool_max_size`, `connpool_size`, `connpool_idle`, `connpool_in_use`,
+//! `connpool_waiters`, and per backend (`backend` label) `connpool_backend_size`,
+//! `connpool_backend_in_use`, `connpool_backend_online`. Counters (absolute):
+//! `connpool_<field>_total` for every field of `Stats` (`connpool_wait_seconds_total` for the
+//! wait time).
+
+use crate::manager::Manager;
+use crate::pool::PoolInner;
+
+pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>) {
+    let name = inner.config.name.clone();
+    let status = inner.status();
+    let g = |key: &'static str, v: usize| {
+        metrics::gauge!(key, "pool" => name.clone()).set(v as f64);
+    };
+    g("connpool_max_size", status.max_size);
+    g("connpool_size", status.size);
+    g("connpool_idle", status.idle);
+    g("connpool_in_use", status.in_use);
+    g("connpool_waiters", status.waiters);
+    for b in &status.backends {
+        let labels = [("pool", name.clone()), ("backend", b.addr.clone())];
+        metrics::gauge!("connpool_backend_size", &labels).set(b.size as f64);
+        metrics::gauge!("connpool_backend_in_use", &labels).set(b.in_use as f64);
+        metrics::gauge!("connpool_backend_online", &labels).set(if b.online { 1.0 } else { 0.0 });
+    }
+    let s = inner.counters.snapshot();
+    let c = |key: &'static str, v: u64| {
+        metrics::counter!(key, "pool" => name.clone()).absolute(v);
+    };
+    c("connpool_gets_total", s.gets);
+    c("connpool_hits_total", s.hits);
+    c("connpool_misses_total", s.misses);
+    c("connpool_waits_total", s.waits);
+    c("connpool_timeouts_total", s.timeouts);
+    c("connpool_exhausted_total", s.exhausted);
+    c("connpool_cancelled_total", s.cancelled);
+    c("connpool_connects_total", s.connects);
+    c("connpool_connect_errors_total", s.connect_errors);
+    c("connpool_check_failures_total", s.check_failures);
+    c("connpool_closed_idle_total", s.closed_idle);
+    c("connpool_closed_lifetime_total", s.closed_lifetime);
+    c("connpool_closed_broken_total", s.closed_broken);
+    c("connpool_closed_backend_gone_total", s.closed_backend_gone);
+    c("connpool_discovery_errors_total", s.discovery_errors);
+    c("connpool_backed_off_total", s.backed_off);
+    c("connpool_no_backends_total", s.no_backends);
+    metrics::counter!("connpool_wait_seconds_total", "pool" => name.clone())
+        .absolute(s.wait_time.as_secs());
+}

@@ -1,0 +1,1009 @@
+//! [`Pool`]: get, try_get, get_timeout, close, set_max_size, set_backends, status and stats.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::task::Poll;
+use std::time::Duration;
+
+use crate::admission::{AcquireError, Admission};
+use crate::backends::{Backend, BackendEntry, Backends, Picked};
+use crate::config::{Config, TestOnBorrow};
+use crate::discovery::UpdatesShared;
+use crate::error::{BuildError, Error};
+use crate::events::{Callbacks, CloseReason, Event};
+use crate::idle::{Conn, IdleQueue, Meta};
+use crate::manager::Manager;
+use crate::pooled::Pooled;
+use crate::stats::{self, BackendStatus, Counters, Stats, Status};
+use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, Instant, Ordering, WaitQueue};
+
+/// A pool of connections spread over a live set of backends.
+///
+/// Cheap to clone (an `Arc` inside); every clone is the same pool. Dropping the last clone
+/// closes the pool in the background (see [`Pool::close`]).
+///
+/// # Example
+///
+/// ```
+/// use connpool::{Backend, Manager, Pool};
+///
+/// struct Numbers;
+/// impl Manager for Numbers {
+///     type Connection = u64;
+///     type Error = std::io::Error;
+///     async fn connect(&self, _: &Backend) -> Result<u64, std::io::Error> { Ok(42) }
+///     async fn check(&self, _: &mut u64) -> Result<(), std::io::Error> { Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = Pool::builder(Numbers).max_size(4).build()?;
+/// let conn = pool.get().await?;
+/// assert_eq!(*conn, 42);
+/// drop(conn); // back to the idle queue
+/// assert_eq!(pool.status().idle, 1);
+/// # Ok(()) }
+/// ```
+///
+/// # Memory ordering
+///
+/// Returning a connection happens-before the get that receives it: whatever a task did to a
+/// connection before dropping its `Pooled` is visible to the next task that gets it.
+///
+/// # Cancel safety
+///
+/// `get()` and `get_timeout()` are cancel-safe: a future dropped at any await point (a
+/// `select!` loser, a timeout, an aborted task) gives back its slot and whatever connection it
+/// held. A connection dropped in the middle of its check is closed (its state is unknown);
+/// a connection dropped in the middle of its connect is never handed out.
+pub struct Pool<M: Manager> {
+    handle: Arc<Handle<M>>,
+}
+
+/// Dropped with the last `Pool` clone: closes the pool (lent connections close on return).
+struct Handle<M: Manager> {
+    inner: Arc<PoolInner<M>>,
+}
+
+impl<M: Manager> Drop for Handle<M> {
+    fn drop(&mut self) {
+        self.inner.close_now();
+    }
+}
+
+impl<M: Manager> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        Pool {
+            handle: Arc::clone(&self.handle),
+        }
+    }
+}
+
+impl<M: Manager> fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.handle.inner.config.name)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// The pool's state, shared by `Pool` handles, `Pooled` guards (strong) and background tasks
+/// (weak).
+///
+/// # Synchronization
+///
+/// - `size` counts open connections (idle, lent, being opened or checked); it is raised
+///   *before* a connect starts and lowered when a connection is dropped, so it never
+///   under-counts. `in_use` counts lent connections. Both are gauges (Relaxed), except where
+///   noted at the close handshake.
+/// - Admission (see `admission.rs`) bounds the connections outside the idle queue; the idle
+///   queue's own Release/Acquire publishes a connection from the returner to the getter.
+/// - `closed` is stored SeqCst by `close_now` *before* it drains the idle queue, and loaded
+///   SeqCst by the return path *after* it pushes: one of the two always sees the other, so no
+///   connection is left in the queue of a closed pool.
+pub(crate) struct PoolInner<M: Manager> {
+    pub(crate) manager: M,
+    pub(crate) config: Config,
+    pub(crate) admission: Admission,
+    pub(crate) idle: IdleQueue<M::Connection>,
+    pub(crate) backends: Backends,
+    pub(crate) counters: Counters,
+    pub(crate) callbacks: Callbacks,
+    size: CachePadded<AtomicUsize>,
+    pub(crate) in_use: CachePadded<AtomicUsize>,
+    max_idle: AtomicUsize,
+    closed: AtomicBool,
+    /// Notified whenever a connection closes after the pool closed (close() waits on it).
+    drained: WaitQueue,
+    /// Notified when the backend list changes (gets waiting for the first list wait on it).
+    pub(crate) backends_changed: WaitQueue,
+    /// Notified when the pool closes (background tasks wait on it).
+    pub(crate) shutdown: WaitQueue,
+    pub(crate) updates: Option<Arc<UpdatesShared>>,
+    last_connect_error: Mutex<Option<String>>,
+}
+
+impl<M: Manager> Pool<M> {
+    /// Starts building a pool around `manager`. See [`Builder`](crate::Builder).
+    pub fn builder(manager: M) -> crate::Builder<M> {
+        crate::Builder::new(manager)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<PoolInner<M>>) -> Self {
+        Pool {
+            handle: Arc::new(Handle { inner }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<PoolInner<M>> {
+        &self.handle.inner
+    }
+
+    /// Gets a connection, waiting up to `wait_timeout` for the whole get (slot, connect and
+    /// checks together).
+    ///
+    /// An idle connection is preferred (checked first if `test_on_borrow` asks); otherwise a
+    /// new one is dialed on the next backend (round-robin or least-connections), failing over
+    /// to the next backend on a connect error (at most `connect_attempts` backends).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when `wait_timeout` passes (with the pool's counts and the last
+    /// connect error), [`Error::Exhausted`] when `wait_timeout` is zero and no slot is free,
+    /// [`Error::Closed`], [`Error::NoBackends`], [`Error::Connect`] when every backend tried
+    /// failed or all are backed off, [`Error::Check`] when a new connection failed its check.
+    pub async fn get(&self) -> Result<Pooled<M>, Error<M::Error>> {
+        self.get_timeout(self.inner().config.wait_timeout).await
+    }
+
+    /// [`get`](Self::get) with its own timeout instead of `wait_timeout` (`ZERO` = fail fast).
+    pub async fn get_timeout(&self, timeout: Duration) -> Result<Pooled<M>, Error<M::Error>> {
+        let inner = self.inner();
+        let mut track = GetTrack {
+            counters: &inner.counters,
+            done: false,
+        };
+        let r = inner.get_inner(timeout).await;
+        track.done = true;
+        r.map(|(conn, permit)| {
+            permit.disarm();
+            Pooled::new(Arc::clone(inner), conn)
+        })
+    }
+
+    /// An idle connection now, or `Error::Exhausted`. Never waits and never dials. Stale
+    /// connections found on the way are closed; `test_on_borrow` is not applied (a check
+    /// would be I/O).
+    pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
+        let inner = self.inner();
+        if inner.is_closed() {
+            return Err(Error::Closed);
+        }
+        if !inner.admission.try_acquire_fair() {
+            stats::bump(&inner.counters.exhausted);
+            return Err(Error::Exhausted);
+        }
+        let permit = Permit { inner, armed: true };
+        let now = Instant::now();
+        while let Some(c) = inner.idle.pop() {
+            if let Some(reason) = inner.stale_reason(&c.meta, now) {
+                inner.close_conn(c, reason);
+                continue;
+            }
+            stats::bump(&inner.counters.hits);
+            stats::bump(&inner.counters.gets);
+            permit.disarm();
+            return Ok(Pooled::new(Arc::clone(inner), inner.lend(c)));
+        }
+        drop(permit);
+        stats::bump(&inner.counters.exhausted);
+        Err(Error::Exhausted)
+    }
+
+    /// The pool's gauges now, with one entry per backend in force.
+    pub fn status(&self) -> Status {
+        self.inner().status()
+    }
+
+    /// The pool's counters now.
+    pub fn stats(&self) -> Stats {
+        self.inner().counters.snapshot()
+    }
+
+    /// The current configuration (with `max_size` as last set).
+    pub fn config(&self) -> &Config {
+        &self.inner().config
+    }
+
+    /// Changes `max_size` at run time, within `1..=max_size_limit`.
+    ///
+    /// Growing wakes waiters at once. Shrinking closes idle connections above the new size
+    /// at once; lent connections above it are closed as they come back, so `size` may exceed
+    /// the new `max_size` until they do (no new connection is opened meanwhile). `max_idle`,
+    /// unless set explicitly, follows `max_size`; an explicit `max_idle` is capped at it.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming `max_size` when `n` is 0 or above `max_size_limit`.
+    pub fn set_max_size(&self, n: usize) -> Result<(), BuildError> {
+        let inner = self.inner();
+        let limit = inner.config.effective_max_size_limit();
+        if n == 0 || n > limit {
+            return Err(BuildError::new(
+                "max_size",
+                format!("must be in 1..={limit} (max_size_limit), got {n}"),
+            ));
+        }
+        inner.admission.resize(n);
+        // Relaxed: a limit read by the return path; a stale value only keeps one more idle
+        // connection for one return.
+        inner
+            .max_idle
+            .store(inner.config.effective_max_idle(n).min(n), Ordering::Relaxed);
+        inner.shrink_idle();
+        Ok(())
+    }
+
+    /// Replaces the backend list (what discovery calls). Backends that stay keep their
+    /// connections and gauges; a removed backend's idle connections are closed at once (when a
+    /// slot is free to do it; otherwise by the next get that finds them), its lent ones when
+    /// they come back, and none is handed out again. An empty list makes `get()` fail with
+    /// [`Error::NoBackends`] once the idle connections of listed backends are used up.
+    pub fn set_backends<I: IntoIterator<Item = Backend>>(&self, list: I) {
+        self.inner().set_backends(list.into_iter().collect());
+    }
+
+    /// Closes the pool: every waiting and every later `get()` fails with [`Error::Closed`] at
+    /// once; idle connections are closed; lent ones are closed when they come back; background
+    /// tasks and discovery stop. Returns when every connection is closed. Idempotent.
+    pub async fn close(&self) {
+        let inner = self.inner();
+        inner.close_now();
+        loop {
+            let listener = inner.drained.listen();
+            if inner.size() == 0 {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// `true` once [`close`](Self::close) was called (or the last handle dropped).
+    pub fn is_closed(&self) -> bool {
+        self.inner().is_closed()
+    }
+}
+
+/// Counts a get future dropped before it finished.
+struct GetTrack<'a> {
+    counters: &'a Counters,
+    done: bool,
+}
+
+impl Drop for GetTrack<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            stats::bump(&self.counters.cancelled);
+        }
+    }
+}
+
+/// A permit owned by a get in progress: released on drop unless handed to a `Pooled`.
+pub(crate) struct Permit<'a, M: Manager> {
+    inner: &'a PoolInner<M>,
+    armed: bool,
+}
+
+impl<'a, M: Manager> Permit<'a, M> {
+    /// Owns a permit the caller just acquired.
+    pub(crate) fn new(inner: &'a PoolInner<M>) -> Self {
+        Permit { inner, armed: true }
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<M: Manager> Drop for Permit<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.admission.release();
+        }
+    }
+}
+
+/// A connection out of the idle queue (or just opened) owned by a get in progress. Dropped
+/// without `take` (the get was cancelled mid-check), it is closed: its state is unknown.
+pub(crate) struct Held<'a, M: Manager> {
+    inner: &'a PoolInner<M>,
+    conn: Option<Conn<M::Connection>>,
+}
+
+impl<'a, M: Manager> Held<'a, M> {
+    pub(crate) fn new(inner: &'a PoolInner<M>, c: Conn<M::Connection>) -> Self {
+        Held {
+            inner,
+            conn: Some(c),
+        }
+    }
+    pub(crate) fn get(&mut self) -> &mut Conn<M::Connection> {
+        self.conn.as_mut().expect("Held is used only before take")
+    }
+    pub(crate) fn take(mut self) -> Conn<M::Connection> {
+        self.conn.take().expect("Held is taken once")
+    }
+}
+
+impl<M: Manager> Drop for Held<'_, M> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            self.inner.close_conn(c, CloseReason::Cancelled);
+        }
+    }
+}
+
+/// Raises `size` (and the backend's) for a connect in progress; lowers it again on drop
+/// unless the connect succeeded.
+struct Opening<'a, M: Manager> {
+    inner: &'a PoolInner<M>,
+    backend: &'a BackendEntry,
+    armed: bool,
+}
+
+impl<M: Manager> Drop for Opening<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Relaxed: gauges (see PoolInner's synchronization notes).
+            self.backend.size.fetch_sub(1, Ordering::Relaxed);
+            self.inner.size_sub();
+        }
+    }
+}
+
+/// Runs a future, turning a panic inside it into `Err(message)`.
+pub(crate) async fn catch<F: Future>(fut: F) -> Result<F::Output, String> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(
+        move |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(p) => Poll::Ready(Err(panic_message(&*p))),
+        },
+    )
+    .await
+}
+
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_owned()
+    }
+}
+
+/// Why a check did not pass.
+pub(crate) enum CheckFailure<E> {
+    Failed(E),
+    TimedOut(Duration),
+    Panicked(String),
+}
+
+impl<E: fmt::Display> CheckFailure<E> {
+    fn message(&self) -> String {
+        match self {
+            CheckFailure::Failed(e) => e.to_string(),
+            CheckFailure::TimedOut(d) => format!("timed out after {d:?}"),
+            CheckFailure::Panicked(m) => m.clone(),
+        }
+    }
+    fn into_source(self) -> Option<E> {
+        match self {
+            CheckFailure::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+fn deadline_after(start: Instant, d: Duration) -> Instant {
+    // Durations are validated to at most 100 years; a far-future instant stands in for
+    // "never" if the clock's arithmetic would still overflow.
+    start
+        .checked_add(d)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
+impl<M: Manager> PoolInner<M> {
+    pub(crate) fn new(
+        manager: M,
+        config: Config,
+        backends: Backends,
+        callbacks: Callbacks,
+        updates: Option<Arc<UpdatesShared>>,
+    ) -> Self {
+        let limit = config.effective_max_size_limit();
+        PoolInner {
+            manager,
+            admission: Admission::new(config.max_size),
+            idle: IdleQueue::new(limit),
+            backends,
+            counters: Counters::default(),
+            callbacks,
+            size: CachePadded::new(AtomicUsize::new(0)),
+            in_use: CachePadded::new(AtomicUsize::new(0)),
+            max_idle: AtomicUsize::new(config.effective_max_idle(config.max_size)),
+            closed: AtomicBool::new(false),
+            drained: WaitQueue::new(),
+            backends_changed: WaitQueue::new(),
+            shutdown: WaitQueue::new(),
+            updates,
+            last_connect_error: Mutex::new(None),
+            config,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        // SeqCst: the load half of the close handshake (see the struct docs).
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        // Relaxed: a gauge.
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// A connection left the pool without being closed by it (`Pooled::detach`).
+    pub(crate) fn forget_one(&self) {
+        self.size_sub();
+    }
+
+    fn size_sub(&self) {
+        // Release: orders the connection's drop before a `close()` that sees the new size.
+        let before = self.size.fetch_sub(1, Ordering::Release);
+        if before == 1 && self.is_closed() {
+            self.drained.notify(usize::MAX);
+        }
+    }
+
+    pub(crate) fn emit(&self, event: impl FnOnce(&dyn Fn(&Event<'_>))) {
+        if !self.callbacks.is_empty() {
+            event(&|e| self.callbacks.emit(e));
+        }
+    }
+
+    /// The whole of a get after its bookkeeping: slot, idle queue, dial.
+    async fn get_inner(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Conn<M::Connection>, Permit<'_, M>), Error<M::Error>> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let start = Instant::now();
+        let deadline = deadline_after(start, timeout);
+
+        // 1. A slot.
+        if !self.admission.try_acquire_fair() {
+            if timeout.is_zero() {
+                stats::bump(&self.counters.exhausted);
+                return Err(Error::Exhausted);
+            }
+            stats::bump(&self.counters.waits);
+            let waited = tokio::time::timeout_at(deadline, self.admission.acquire()).await;
+            stats::add_wait(&self.counters, start.elapsed());
+            match waited {
+                Ok(Ok(())) => {}
+                Ok(Err(AcquireError::Closed)) => return Err(Error::Closed),
+                Err(_) => return Err(self.timed_out(start)),
+            }
+        }
+        let permit = Permit {
+            inner: self,
+            armed: true,
+        };
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+
+        // 2. An idle connection.
+        let mut now = Instant::now();
+        loop {
+            while let Some(c) = self.idle.pop() {
+                if let Some(reason) = self.stale_reason(&c.meta, now) {
+                    self.close_conn(c, reason);
+                    continue;
+                }
+                let mut held = Held {
+                    inner: self,
+                    conn: Some(c),
+                };
+                if self.wants_check_on_borrow(&held.get().meta, now) {
+                    let check = self.check_conn(held.get(), deadline);
+                    match tokio::time::timeout_at(deadline, check).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => {
+                            self.close_conn(held.take(), CloseReason::CheckFailed);
+                            now = Instant::now();
+                            continue;
+                        }
+                        // The whole get ran out of time mid-check: `held` closes the
+                        // connection (its state is unknown).
+                        Err(_) => return Err(self.timed_out(start)),
+                    }
+                }
+                stats::bump(&self.counters.hits);
+                stats::bump(&self.counters.gets);
+                return Ok((self.lend(held.take()), permit));
+            }
+            // Before discovery's first list arrives there is nothing to dial yet: wait for it.
+            if self.backends.snapshot().known {
+                break;
+            }
+            let listener = self.backends_changed.listen();
+            if self.backends.snapshot().known || self.is_closed() {
+                continue;
+            }
+            if tokio::time::timeout_at(deadline, listener).await.is_err() {
+                stats::bump(&self.counters.no_backends);
+                return Err(Error::NoBackends);
+            }
+            if self.is_closed() {
+                return Err(Error::Closed);
+            }
+            now = Instant::now();
+        }
+
+        // 3. A new connection.
+        let c = self.dial_for_get(start, deadline).await?;
+        if self.is_closed() {
+            self.close_conn(c, CloseReason::PoolClosed);
+            return Err(Error::Closed);
+        }
+        stats::bump(&self.counters.misses);
+        stats::bump(&self.counters.gets);
+        Ok((self.lend(c), permit))
+    }
+
+    /// Marks a connection lent.
+    pub(crate) fn lend(&self, c: Conn<M::Connection>) -> Conn<M::Connection> {
+        // Relaxed: gauges.
+        self.in_use.fetch_add(1, Ordering::Relaxed);
+        c.meta.backend.in_use.fetch_add(1, Ordering::Relaxed);
+        c
+    }
+
+    fn wants_check_on_borrow(&self, meta: &Meta, now: Instant) -> bool {
+        match self.config.test_on_borrow {
+            TestOnBorrow::Never => false,
+            TestOnBorrow::Always => true,
+            TestOnBorrow::IdleFor(d) => meta.quiet_for(now) >= d,
+        }
+    }
+
+    /// Why an idle connection may not be handed out, if it may not.
+    pub(crate) fn stale_reason(&self, meta: &Meta, now: Instant) -> Option<CloseReason> {
+        if meta.backend.is_removed() {
+            Some(CloseReason::BackendGone)
+        } else if meta.expired(now) {
+            Some(CloseReason::Lifetime)
+        } else if meta.idle_too_long(now, self.config.idle_timeout) {
+            Some(CloseReason::IdleTimeout)
+        } else {
+            None
+        }
+    }
+
+    /// Runs `Manager::check` under `check_timeout` (and `deadline`), contained if it panics;
+    /// updates the connection's bookkeeping, counters and events.
+    pub(crate) async fn check_conn(
+        &self,
+        c: &mut Conn<M::Connection>,
+        deadline: Instant,
+    ) -> Result<(), CheckFailure<M::Error>> {
+        let limit = deadline.min(deadline_after(Instant::now(), self.config.check_timeout));
+        let r = match tokio::time::timeout_at(limit, catch(self.manager.check(&mut c.conn))).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(CheckFailure::Failed(e)),
+            Ok(Err(panic)) => Err(CheckFailure::Panicked(panic)),
+            Err(_) => Err(CheckFailure::TimedOut(self.config.check_timeout)),
+        };
+        let addr = c.meta.backend.backend.addr();
+        match &r {
+            Ok(()) => {
+                c.meta.last_checked = Instant::now();
+                c.meta.failed_checks = 0;
+                self.emit(|f| f(&Event::CheckPassed { backend: addr }));
+            }
+            Err(failure) => {
+                c.meta.failed_checks = c.meta.failed_checks.saturating_add(1);
+                stats::bump(&self.counters.check_failures);
+                let msg = failure.message();
+                tracing::warn!(pool = %self.config.name, backend = addr, error = %msg, "connpool: check failed");
+                self.emit(|f| {
+                    f(&Event::CheckFailed {
+                        backend: addr,
+                        error: &msg,
+                    })
+                });
+            }
+        }
+        r
+    }
+
+    /// Dials for a get: tries up to `connect_attempts` backends, skipping backed-off ones.
+    async fn dial_for_get(
+        &self,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<Conn<M::Connection>, Error<M::Error>> {
+        let mut tried: Vec<Arc<BackendEntry>> = Vec::new();
+        let mut last: Option<Error<M::Error>> = None;
+        while tried.len() < self.config.connect_attempts {
+            let entry = match self.backends.pick(self.config.balance, &tried) {
+                Picked::Dial(e) => e,
+                Picked::AllBackedOff(e) => {
+                    if last.is_none() {
+                        stats::bump(&self.counters.backed_off);
+                        let message = format!(
+                            "every backend is failing; {} backed off for {:?} more; last error: {}",
+                            e.backend.addr(),
+                            self.backends.retry_in(&e),
+                            e.last_error().unwrap_or_else(|| "unknown".to_owned()),
+                        );
+                        last = Some(Error::Connect {
+                            backend: e.backend.addr().to_owned(),
+                            source: None,
+                            message,
+                        });
+                    }
+                    break;
+                }
+                Picked::None => break,
+            };
+            tried.push(Arc::clone(&entry));
+            match self.dial(&entry, Some(deadline)).await {
+                Ok(mut c) => {
+                    if self.config.test_on_borrow == TestOnBorrow::Always {
+                        let mut held = Held {
+                            inner: self,
+                            conn: Some(c),
+                        };
+                        match tokio::time::timeout_at(deadline, self.check_conn(held.get(), deadline)).await {
+                            Ok(Ok(())) => c = held.take(),
+                            Ok(Err(failure)) => {
+                                self.close_conn(held.take(), CloseReason::CheckFailed);
+                                last = Some(Error::Check {
+                                    backend: entry.backend.addr().to_owned(),
+                                    message: failure.message(),
+                                    source: failure.into_source(),
+                                });
+                                continue;
+                            }
+                            Err(_) => return Err(self.timed_out(start)),
+                        }
+                    }
+                    return Ok(c);
+                }
+                Err(DialError::Deadline) => return Err(self.timed_out(start)),
+                Err(DialError::Failed { source, message }) => {
+                    last = Some(Error::Connect {
+                        backend: entry.backend.addr().to_owned(),
+                        source,
+                        message,
+                    });
+                }
+            }
+        }
+        match last {
+            Some(e) => Err(e),
+            None => {
+                stats::bump(&self.counters.no_backends);
+                Err(Error::NoBackends)
+            }
+        }
+    }
+
+    /// Opens one connection to `entry` under `connect_timeout` (and the get's deadline).
+    /// `size` is raised for the duration, so the hard bound counts connects in flight.
+    pub(crate) async fn dial(
+        &self,
+        entry: &Arc<BackendEntry>,
+        deadline: Option<Instant>,
+    ) -> Result<Conn<M::Connection>, DialError<M::Error>> {
+        // Relaxed: gauges.
+        self.size.fetch_add(1, Ordering::Relaxed);
+        entry.size.fetch_add(1, Ordering::Relaxed);
+        let mut opening = Opening {
+            inner: self,
+            backend: entry,
+            armed: true,
+        };
+        let started = Instant::now();
+        let connect_deadline = deadline_after(started, self.config.connect_timeout);
+        let limit = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
+        let addr = entry.backend.addr();
+        let outcome = tokio::time::timeout_at(limit, catch(self.manager.connect(&entry.backend))).await;
+        let (source, message) = match outcome {
+            Ok(Ok(Ok(conn))) => {
+                opening.armed = false;
+                stats::bump(&self.counters.connects);
+                self.backends.connect_ok(entry);
+                tracing::debug!(pool = %self.config.name, backend = addr, "connpool: connected");
+                self.emit(|f| f(&Event::Connected { backend: addr }));
+                let c = Conn {
+                    conn,
+                    meta: Meta::new(Arc::clone(entry), Instant::now(), self.config.max_lifetime),
+                };
+                if entry.is_removed() {
+                    // Removed while we dialed: the connection is born stale.
+                    self.close_conn(c, CloseReason::BackendGone);
+                    return Err(DialError::Failed {
+                        source: None,
+                        message: "backend removed while connecting".to_owned(),
+                    });
+                }
+                return Ok(c);
+            }
+            Ok(Ok(Err(e))) => {
+                let m = e.to_string();
+                (Some(e), m)
+            }
+            Ok(Err(panic)) => (None, format!("connect {panic}")),
+            Err(_) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) && limit < connect_deadline {
+                    // The get's own deadline passed, not connect_timeout: the backend is not
+                    // at fault.
+                    return Err(DialError::Deadline);
+                }
+                (None, format!("connect timed out after {:?}", self.config.connect_timeout))
+            }
+        };
+        stats::bump(&self.counters.connect_errors);
+        self.backends.connect_failed(entry, message.clone());
+        tracing::warn!(pool = %self.config.name, backend = addr, error = %message, "connpool: connect failed");
+        self.emit(|f| {
+            f(&Event::ConnectFailed {
+                backend: addr,
+                error: &message,
+            })
+        });
+        *self
+            .last_connect_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(format!("{addr}: {message}"));
+        Err(DialError::Failed { source, message })
+    }
+
+    fn timed_out(&self, start: Instant) -> Error<M::Error> {
+        stats::bump(&self.counters.timeouts);
+        Error::Timeout {
+            waited: start.elapsed(),
+            max_size: self.admission.max(),
+            size: self.size(),
+            // Relaxed: gauges for the diagnostic.
+            in_use: self.in_use.load(Ordering::Relaxed),
+            waiters: self.admission.waiters(),
+            last_connect_error: self
+                .last_connect_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Closes a connection that is out of the queue and not lent: drops it (a panic in its
+    /// `Drop` is contained), lowers the gauges, counts the reason, logs and events it.
+    pub(crate) fn close_conn(&self, c: Conn<M::Connection>, reason: CloseReason) {
+        let Conn { conn, meta } = c;
+        if catch_unwind(AssertUnwindSafe(move || drop(conn))).is_err() {
+            tracing::error!(pool = %self.config.name, "connpool: a connection's Drop panicked");
+        }
+        let counter = match reason {
+            CloseReason::IdleTimeout | CloseReason::IdleFull | CloseReason::Shrunk => {
+                Some(&self.counters.closed_idle)
+            }
+            CloseReason::Lifetime => Some(&self.counters.closed_lifetime),
+            CloseReason::BackendGone => Some(&self.counters.closed_backend_gone),
+            CloseReason::PoolClosed => None,
+            _ => Some(&self.counters.closed_broken),
+        };
+        if let Some(c) = counter {
+            stats::bump(c);
+        }
+        let addr = meta.backend.backend.addr();
+        tracing::debug!(pool = %self.config.name, backend = addr, %reason, "connpool: connection closed");
+        self.emit(|f| f(&Event::Closed { backend: addr, reason }));
+        // Relaxed: a gauge.
+        meta.backend.size.fetch_sub(1, Ordering::Relaxed);
+        self.size_sub();
+    }
+
+    /// The return path of a lent connection (called by `Pooled::drop`). Never blocks.
+    pub(crate) fn give_back(&self, mut c: Conn<M::Connection>, panicking: bool) {
+        // Relaxed: gauges.
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+        c.meta.backend.in_use.fetch_sub(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let reason = if panicking {
+            Some(CloseReason::Panicked)
+        } else if self.is_closed() {
+            Some(CloseReason::PoolClosed)
+        } else if c.meta.backend.is_removed() {
+            Some(CloseReason::BackendGone)
+        } else if c.meta.expired(now) {
+            Some(CloseReason::Lifetime)
+        } else if !catch_unwind(AssertUnwindSafe(|| self.manager.is_reusable(&mut c.conn)))
+            .unwrap_or(false)
+        {
+            Some(CloseReason::NotReusable)
+        } else if self.size() > self.admission.max() {
+            Some(CloseReason::Shrunk)
+        } else if self.idle.len() >= self.max_idle.load(Ordering::Relaxed) {
+            // Relaxed: see `set_max_size`.
+            Some(CloseReason::IdleFull)
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => self.close_conn(c, r),
+            None => {
+                c.meta.last_used = now;
+                #[cfg(not(connpool_mutant = "release_before_push"))]
+                self.requeue(c);
+                #[cfg(connpool_mutant = "release_before_push")]
+                {
+                    self.admission.release();
+                    self.requeue(c);
+                    return;
+                }
+            }
+        }
+        // After the push: a woken waiter finds the connection.
+        self.admission.release();
+    }
+
+    /// Puts a healthy connection back in the idle queue (closing it if the queue is full),
+    /// then makes sure a pool closed meanwhile does not keep it.
+    pub(crate) fn requeue(&self, c: Conn<M::Connection>) {
+        if let Err(c) = self.idle.push(c) {
+            self.close_conn(c, CloseReason::IdleFull);
+        }
+        // SeqCst: the load half of the close handshake; if `close_now` drained before our
+        // push, we see `closed` here and drain what we pushed.
+        if self.is_closed() {
+            self.drain_idle(CloseReason::PoolClosed);
+        }
+    }
+
+    /// Closes every idle connection for which `reason_for` gives a reason (all, for close).
+    pub(crate) fn drain_idle(&self, reason: CloseReason) {
+        while let Some(c) = self.idle.pop() {
+            self.close_conn(c, reason);
+        }
+    }
+
+    /// Closes idle connections while the pool is above its (new) max_size.
+    fn shrink_idle(&self) {
+        while self.size() > self.admission.max() {
+            match self.idle.pop() {
+                Some(c) => self.close_conn(c, CloseReason::Shrunk),
+                None => break,
+            }
+        }
+    }
+
+    /// Closes the idle connections of removed backends. Each pass holds a permit, so the
+    /// connections it briefly takes out of the queue stay within the hard bound; when no
+    /// permit is free, the getters that pop them close them instead.
+    pub(crate) fn purge_removed(&self) {
+        let n = self.idle.len();
+        if n == 0 || !self.admission.try_acquire() {
+            return;
+        }
+        let now = Instant::now();
+        for _ in 0..n {
+            let Some(c) = self.idle.pop() else { break };
+            match self.stale_reason(&c.meta, now) {
+                Some(reason) => self.close_conn(c, reason),
+                None => self.requeue(c),
+            }
+        }
+        self.admission.release();
+    }
+
+    pub(crate) fn set_backends(&self, list: Vec<Backend>) {
+        if self.is_closed() {
+            return;
+        }
+        let change = self.backends.replace(list);
+        for e in &change.added {
+            let addr = e.backend.addr();
+            tracing::info!(pool = %self.config.name, backend = addr, "connpool: backend added");
+            self.emit(|f| f(&Event::BackendAdded { backend: addr }));
+        }
+        for e in &change.removed {
+            let addr = e.backend.addr();
+            tracing::info!(pool = %self.config.name, backend = addr, "connpool: backend removed");
+            self.emit(|f| f(&Event::BackendRemoved { backend: addr }));
+        }
+        if !change.added.is_empty() || !change.removed.is_empty() {
+            self.emit(|f| {
+                let set = self.backends.snapshot();
+                let addrs: Vec<&str> = set.entries.iter().map(|e| e.backend.addr()).collect();
+                f(&Event::BackendsChanged { backends: &addrs })
+            });
+        }
+        if !change.removed.is_empty() {
+            self.purge_removed();
+        }
+        self.backends_changed.notify(usize::MAX);
+    }
+
+    /// The synchronous part of closing: stop admission and tasks, close idle connections.
+    pub(crate) fn close_now(&self) {
+        // SeqCst: the store half of the close handshake (see the struct docs).
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::debug!(pool = %self.config.name, "connpool: closing");
+        self.admission.close();
+        if let Some(u) = &self.updates {
+            u.close();
+        }
+        self.shutdown.notify(usize::MAX);
+        self.backends_changed.notify(usize::MAX);
+        self.drain_idle(CloseReason::PoolClosed);
+        if self.size() == 0 {
+            self.drained.notify(usize::MAX);
+        }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        let set = self.backends.snapshot();
+        Status {
+            max_size: self.admission.max(),
+            size: self.size(),
+            idle: self.idle.len(),
+            // Relaxed: gauges.
+            in_use: self.in_use.load(Ordering::Relaxed),
+            waiters: self.admission.waiters(),
+            backends: set
+                .entries
+                .iter()
+                .map(|e| BackendStatus {
+                    addr: e.backend.addr().to_owned(),
+                    online: self.backends.is_online(e),
+                    // Relaxed: gauges.
+                    size: e.size.load(Ordering::Relaxed),
+                    idle: e.idle.load(Ordering::Relaxed),
+                    in_use: e.in_use.load(Ordering::Relaxed),
+                    connect_errors: e.connect_errors.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Why `dial` did not produce a connection.
+pub(crate) enum DialError<E> {
+    /// The get's deadline passed (not the backend's fault).
+    Deadline,
+    /// The backend failed (error, connect_timeout, panic, or it was removed meanwhile).
+    Failed { source: Option<E>, message: String },
+}
+
+/// Compile-time checks of the auto traits users rely on.
+#[allow(dead_code)]
+fn _assert_auto_traits<M: Manager>(pool: &Pool<M>) {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+    send_sync::<Pool<M>>();
+    send::<Pool<M>>(pool);
+    let fut = pool.get();
+    send(&fut);
+}
