@@ -499,7 +499,7 @@ impl<M: Manager> PoolInner<M> {
             match waited {
                 Ok(Ok(())) => {}
                 Ok(Err(AcquireError::Closed)) => return Err(Error::Closed),
-                Err(_) => return Err(self.timed_out(start)),
+                Err(_) => return Err(self.timed_out_waiting(start, true)),
             }
         }
         let permit = Permit {
@@ -780,6 +780,12 @@ impl<M: Manager> PoolInner<M> {
     }
 
     fn timed_out(&self, start: Instant) -> Error<M::Error> {
+        self.timed_out_waiting(start, false)
+    }
+
+    /// The timeout error; `waiting`: the get gave up while queued for a slot (its own wait
+    /// has already left the waiter count, so it is added back).
+    fn timed_out_waiting(&self, start: Instant, waiting: bool) -> Error<M::Error> {
         stats::bump(&self.counters.timeouts);
         Error::Timeout {
             waited: start.elapsed(),
@@ -787,7 +793,7 @@ impl<M: Manager> PoolInner<M> {
             size: self.size(),
             // Relaxed: gauges for the diagnostic.
             in_use: self.in_use.load(Ordering::Relaxed),
-            waiters: self.admission.waiters(),
+            waiters: self.admission.waiters() + usize::from(waiting),
             last_connect_error: self
                 .last_connect_error
                 .lock()
