@@ -28,7 +28,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::sync::{AtomicBool, AtomicIsize, AtomicUsize, CachePadded, EventListener, Ordering, WaitQueue};
+use crate::sync::{
+    AtomicBool, AtomicIsize, AtomicUsize, CachePadded, EventListener, Ordering, WaitQueue,
+};
 
 /// The outcome of a wait that did not produce a permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +151,8 @@ impl Admission {
         }
         if delta > 0 && self.waiters.load(Ordering::SeqCst) != 0 {
             use event_listener::IntoNotification;
-            self.queue.notify(usize::try_from(delta).unwrap_or(usize::MAX).additional());
+            self.queue
+                .notify(usize::try_from(delta).unwrap_or(usize::MAX).additional());
         }
         old
     }

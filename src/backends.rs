@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::balance::Balance;
-use crate::sync::{Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering};
+use crate::sync::{
+    Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering,
+};
 
 /// One backend the pool may dial: an address plus what discovery said about it.
 ///
@@ -150,7 +152,7 @@ pub(crate) struct BackendSet {
 pub(crate) enum Picked {
     /// Dial this one.
     Dial(Arc<BackendEntry>),
-    /// Every untried backend is backed off; this one failed most recently.
+    /// Every untried backend is backed off; this one is the first to be probed again.
     AllBackedOff(Arc<BackendEntry>),
     /// Nothing left to try (empty list, or every backend already tried by this get).
     None,
@@ -214,16 +216,16 @@ impl Backends {
         let mut added = Vec::new();
         let entries: Vec<Arc<BackendEntry>> = list
             .into_iter()
-            .map(|b| {
-                match old.entries.iter().find(|e| e.backend.addr == b.addr) {
+            .map(
+                |b| match old.entries.iter().find(|e| e.backend.addr == b.addr) {
                     Some(e) => Arc::clone(e),
                     None => {
                         let e = Arc::new(BackendEntry::new(b));
                         added.push(Arc::clone(&e));
                         e
                     }
-                }
-            })
+                },
+            )
             .collect();
         let removed: Vec<Arc<BackendEntry>> = old
             .entries
@@ -242,9 +244,13 @@ impl Backends {
     }
 
     fn now_nanos(&self) -> u64 {
-        u64::try_from(Instant::now().saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
+        u64::try_from(
+            Instant::now()
+                .saturating_duration_since(self.epoch)
+                .as_nanos(),
+        )
+        .unwrap_or(u64::MAX)
+        .max(1)
     }
 
     /// Picks the next backend to dial, skipping `tried` and backends in backoff. A backend
@@ -270,7 +276,7 @@ impl Backends {
             let retry_at = e.retry_at.load(Ordering::Acquire);
             if retry_at > now {
                 if backed_off.is_none_or(|b| {
-                    e.retry_at.load(Ordering::Relaxed) > b.retry_at.load(Ordering::Relaxed)
+                    e.retry_at.load(Ordering::Relaxed) < b.retry_at.load(Ordering::Relaxed)
                 }) {
                     backed_off = Some(e);
                 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::backends::{BackoffPolicy, Backend, Backends};
+use crate::backends::{Backend, Backends, BackoffPolicy};
 use crate::balance::Balance;
 use crate::config::{Config, TestOnBorrow};
 use crate::discovery::{Discovery, DynDiscovery, Report, UpdatesShared};

@@ -112,8 +112,12 @@ pub(crate) const MAX_SIZE_LIMIT: usize = 1 << 20;
 impl Config {
     /// `max_size_limit` with its default applied.
     pub fn effective_max_size_limit(&self) -> usize {
-        self.max_size_limit
-            .unwrap_or_else(|| self.max_size.saturating_mul(4).min(MAX_SIZE_LIMIT).max(self.max_size))
+        self.max_size_limit.unwrap_or_else(|| {
+            self.max_size
+                .saturating_mul(4)
+                .min(MAX_SIZE_LIMIT)
+                .max(self.max_size)
+        })
     }
 
     /// `max_idle` with its default applied, for a given current `max_size`.
@@ -139,7 +143,10 @@ impl Config {
         if self.max_size > limit {
             return Err(BuildError::new(
                 "max_size",
-                format!("must be at most max_size_limit ({} > {limit})", self.max_size),
+                format!(
+                    "must be at most max_size_limit ({} > {limit})",
+                    self.max_size
+                ),
             ));
         }
         if let Some(max_idle) = self.max_idle {
@@ -158,10 +165,16 @@ impl Config {
             ));
         }
         if self.connect_timeout.is_zero() {
-            return Err(BuildError::new("connect_timeout", "must be greater than zero"));
+            return Err(BuildError::new(
+                "connect_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.check_timeout.is_zero() {
-            return Err(BuildError::new("check_timeout", "must be greater than zero"));
+            return Err(BuildError::new(
+                "check_timeout",
+                "must be greater than zero",
+            ));
         }
         if self.idle_timeout.is_some_and(|d| d.is_zero()) {
             return Err(BuildError::new(
@@ -218,7 +231,10 @@ impl Config {
         }
         if let TestOnBorrow::IdleFor(d) = self.test_on_borrow {
             if d > MAX_DURATION {
-                return Err(BuildError::new("test_on_borrow", "must be at most 100 years"));
+                return Err(BuildError::new(
+                    "test_on_borrow",
+                    "must be at most 100 years",
+                ));
             }
         }
         Ok(())

@@ -111,14 +111,23 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                 }
                 Ok(())
             }
-            Error::Exhausted => f.write_str("pool exhausted: no connection free and no wait allowed"),
+            Error::Exhausted => {
+                f.write_str("pool exhausted: no connection free and no wait allowed")
+            }
             Error::Closed => f.write_str("pool closed"),
             Error::NoBackends => f.write_str("no backends: discovery lists no online backend"),
-            Error::Connect { backend, message, .. } => {
+            Error::Connect {
+                backend, message, ..
+            } => {
                 write!(f, "connecting to {backend} failed: {message}")
             }
-            Error::Check { backend, message, .. } => {
-                write!(f, "check of a new connection to {backend} failed: {message}")
+            Error::Check {
+                backend, message, ..
+            } => {
+                write!(
+                    f,
+                    "check of a new connection to {backend} failed: {message}"
+                )
             }
         }
     }
@@ -127,7 +136,12 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
 impl<E: StdError + 'static> StdError for Error<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Error::Connect { source: Some(e), .. } | Error::Check { source: Some(e), .. } => Some(e),
+            Error::Connect {
+                source: Some(e), ..
+            }
+            | Error::Check {
+                source: Some(e), ..
+            } => Some(e),
             _ => None,
         }
     }
@@ -204,6 +218,8 @@ impl fmt::Display for DiscoveryError {
 
 impl StdError for DiscoveryError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
     }
 }

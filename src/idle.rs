@@ -32,7 +32,11 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    pub(crate) fn new(backend: Arc<BackendEntry>, now: Instant, max_lifetime: Option<Duration>) -> Self {
+    pub(crate) fn new(
+        backend: Arc<BackendEntry>,
+        now: Instant,
+        max_lifetime: Option<Duration>,
+    ) -> Self {
         // Jitter the lifetime down by up to 2.5 % so that connections opened together (a
         // fleet's warm-up) do not all expire together.
         let expires_at = max_lifetime.map(|l| now + l.mul_f64(1.0 - fastrand::f64() * 0.025));

@@ -52,8 +52,10 @@ pub trait Manager: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
 
     /// Active health check (e.g. PING). Used by test-on-borrow, keepalive and the idle scan.
-    fn check(&self, conn: &mut Self::Connection)
-        -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn check(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Cheap and synchronous: may `conn` go back to the idle queue? (not broken, no half-read
     /// reply, not inside MULTI/WATCH/SUBSCRIBE/MONITOR). Default: `true`.

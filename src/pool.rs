@@ -673,7 +673,12 @@ impl<M: Manager> PoolInner<M> {
                             inner: self,
                             conn: Some(c),
                         };
-                        match tokio::time::timeout_at(deadline, self.check_conn(held.get(), deadline)).await {
+                        match tokio::time::timeout_at(
+                            deadline,
+                            self.check_conn(held.get(), deadline),
+                        )
+                        .await
+                        {
                             Ok(Ok(())) => c = held.take(),
                             Ok(Err(failure)) => {
                                 self.close_conn(held.take(), CloseReason::CheckFailed);
@@ -727,7 +732,8 @@ impl<M: Manager> PoolInner<M> {
         let connect_deadline = deadline_after(started, self.config.connect_timeout);
         let limit = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
         let addr = entry.backend.addr();
-        let outcome = tokio::time::timeout_at(limit, catch(self.manager.connect(&entry.backend))).await;
+        let outcome =
+            tokio::time::timeout_at(limit, catch(self.manager.connect(&entry.backend))).await;
         let (source, message) = match outcome {
             Ok(Ok(Ok(conn))) => {
                 opening.armed = false;
@@ -760,7 +766,10 @@ impl<M: Manager> PoolInner<M> {
                     // at fault.
                     return Err(DialError::Deadline);
                 }
-                (None, format!("connect timed out after {:?}", self.config.connect_timeout))
+                (
+                    None,
+                    format!("connect timed out after {:?}", self.config.connect_timeout),
+                )
             }
         };
         stats::bump(&self.counters.connect_errors);
@@ -823,7 +832,12 @@ impl<M: Manager> PoolInner<M> {
         }
         let addr = meta.backend.backend.addr();
         tracing::debug!(pool = %self.config.name, backend = addr, %reason, "connpool: connection closed");
-        self.emit(|f| f(&Event::Closed { backend: addr, reason }));
+        self.emit(|f| {
+            f(&Event::Closed {
+                backend: addr,
+                reason,
+            })
+        });
         // Relaxed: a gauge.
         meta.backend.size.fetch_sub(1, Ordering::Relaxed);
         self.size_sub();

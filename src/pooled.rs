@@ -36,7 +36,9 @@ impl<M: Manager> Pooled<M> {
     }
 
     fn conn_ref(&self) -> &Conn<M::Connection> {
-        self.conn.as_ref().expect("a Pooled holds its connection until dropped")
+        self.conn
+            .as_ref()
+            .expect("a Pooled holds its connection until dropped")
     }
 
     /// The backend this connection is open to.
@@ -65,7 +67,10 @@ impl<M: Manager> Pooled<M> {
     /// Takes the connection out of the pool for good: the pool forgets it and frees its slot
     /// (a new connection may be opened in its place).
     pub fn detach(mut self) -> M::Connection {
-        let c = self.conn.take().expect("a Pooled holds its connection until dropped");
+        let c = self
+            .conn
+            .take()
+            .expect("a Pooled holds its connection until dropped");
         let pool = &self.pool;
         // Relaxed: gauges.
         pool.in_use.fetch_sub(1, Ordering::Relaxed);
@@ -86,7 +91,11 @@ impl<M: Manager> Deref for Pooled<M> {
 
 impl<M: Manager> DerefMut for Pooled<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
-        &mut self.conn.as_mut().expect("a Pooled holds its connection until dropped").conn
+        &mut self
+            .conn
+            .as_mut()
+            .expect("a Pooled holds its connection until dropped")
+            .conn
     }
 }
 
@@ -94,8 +103,10 @@ impl<M: Manager> fmt::Debug for Pooled<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Pooled");
         if let Some(c) = &self.conn {
-            d.field("backend", &c.meta.backend.backend.addr())
-                .field("age", &Instant::now().saturating_duration_since(c.meta.created_at));
+            d.field("backend", &c.meta.backend.backend.addr()).field(
+                "age",
+                &Instant::now().saturating_duration_since(c.meta.created_at),
+            );
         }
         d.finish_non_exhaustive()
     }

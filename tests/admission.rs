@@ -75,7 +75,10 @@ async fn a_returned_connection_is_handed_to_the_waiter() {
     .await;
     drop(held);
     let got = waiter.await.unwrap().unwrap();
-    assert_eq!(got, id, "the waiter gets the returned connection, no new dial");
+    assert_eq!(
+        got, id,
+        "the waiter gets the returned connection, no new dial"
+    );
     assert_eq!(m.connects(), 1);
     let s = pool.stats();
     assert_eq!(s.waits, 1);
@@ -127,7 +130,10 @@ async fn zero_wait_timeout_fails_fast_with_exhausted() {
 async fn try_get_never_waits_and_never_dials() {
     let m = Faulty::new();
     let pool = pool(&m, 2).build().unwrap();
-    assert!(matches!(pool.try_get(), Err(Error::Exhausted)), "no idle connection yet");
+    assert!(
+        matches!(pool.try_get(), Err(Error::Exhausted)),
+        "no idle connection yet"
+    );
     assert_eq!(m.connects(), 0, "try_get never dials");
     drop(pool.get().await.unwrap());
     let c = pool.try_get().unwrap();
@@ -140,7 +146,10 @@ async fn try_get_never_waits_and_never_dials() {
 #[tokio::test(start_paused = true)]
 async fn a_get_times_out_with_the_pools_counts() {
     let m = Faulty::new();
-    let pool = pool(&m, 2).wait_timeout(Duration::from_millis(250)).build().unwrap();
+    let pool = pool(&m, 2)
+        .wait_timeout(Duration::from_millis(250))
+        .build()
+        .unwrap();
     let _a = pool.get().await.unwrap();
     let _b = pool.get().await.unwrap();
     let start = tokio::time::Instant::now();
@@ -165,7 +174,11 @@ async fn a_get_times_out_with_the_pools_counts() {
     assert_eq!(pool.status().waiters, 0);
     // get_timeout overrides wait_timeout.
     let start = tokio::time::Instant::now();
-    assert!(pool.get_timeout(Duration::from_secs(3)).await.unwrap_err().is_timeout());
+    assert!(pool
+        .get_timeout(Duration::from_secs(3))
+        .await
+        .unwrap_err()
+        .is_timeout());
     assert!(start.elapsed() >= Duration::from_secs(3));
 }
 
@@ -183,7 +196,11 @@ async fn wait_timeout_bounds_a_hanging_connect() {
     assert!(err.is_timeout(), "{err}");
     assert!(start.elapsed() < Duration::from_secs(5));
     let st = pool.status();
-    assert_eq!((st.size, st.in_use), (0, 0), "the abandoned connect holds nothing");
+    assert_eq!(
+        (st.size, st.in_use),
+        (0, 0),
+        "the abandoned connect holds nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -193,7 +210,10 @@ async fn resize_up_wakes_waiters_and_down_closes_the_surplus() {
     let held: Vec<_> = vec![pool.get().await.unwrap(), pool.get().await.unwrap()];
     let p = pool.clone();
     let waiter = tokio::spawn(async move { p.get().await.map(|c| c.id) });
-    support::faulty::eventually("a waiter", Duration::from_secs(5), || pool.status().waiters == 1).await;
+    support::faulty::eventually("a waiter", Duration::from_secs(5), || {
+        pool.status().waiters == 1
+    })
+    .await;
     pool.set_max_size(3).unwrap();
     waiter.await.unwrap().unwrap();
     assert_eq!(pool.status().max_size, 3);
@@ -222,7 +242,11 @@ async fn resize_up_wakes_waiters_and_down_closes_the_surplus() {
     // The bound holds after the shrink.
     let a = pool.get().await.unwrap();
     let b = pool.get().await.unwrap();
-    assert!(pool.get_timeout(Duration::from_millis(10)).await.unwrap_err().is_timeout());
+    assert!(pool
+        .get_timeout(Duration::from_millis(10))
+        .await
+        .unwrap_err()
+        .is_timeout());
     drop((a, b));
 }
 
@@ -250,7 +274,10 @@ async fn futures_join(pool: &Pool<Faulty>, n: usize) -> Vec<connpool::Pooled<Fau
 async fn oversubscribed_waiters_all_make_progress() {
     // 1,024 getters over 16 slots: every one finishes its rounds (no stall, no starvation).
     let m = Faulty::new();
-    let pool = pool(&m, 16).wait_timeout(Duration::from_secs(60)).build().unwrap();
+    let pool = pool(&m, 16)
+        .wait_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..1024 {

@@ -80,7 +80,11 @@ async fn least_connections_fills_the_emptiest_backend() {
         held.push(pool.get().await.unwrap());
     }
     assert_eq!(m.connects_to(&list[0]), 4);
-    assert_eq!(m.connects_to(&list[1]), 4, "new connections go to the emptier backend");
+    assert_eq!(
+        m.connects_to(&list[1]),
+        4,
+        "new connections go to the emptier backend"
+    );
 }
 
 #[tokio::test]
@@ -102,12 +106,20 @@ async fn a_removed_backends_connections_are_closed_and_never_handed_out() {
     drop(held);
     assert_eq!(m.live_to(&list[0]), 4);
     pool.set_backends(backends(&list[1..]));
-    assert_eq!(m.live_to(&list[0]), 2, "idle connections of a removed backend close at once");
+    assert_eq!(
+        m.live_to(&list[0]),
+        2,
+        "idle connections of a removed backend close at once"
+    );
     let st = pool.status();
     assert_eq!(st.backends.len(), 1);
     assert_eq!(st.backends[0].addr, list[1]);
     drop(lent);
-    assert_eq!(m.live_to(&list[0]), 0, "lent ones close when they come back");
+    assert_eq!(
+        m.live_to(&list[0]),
+        0,
+        "lent ones close when they come back"
+    );
     // Nothing of the removed backend is ever handed out again.
     for _ in 0..50 {
         let c = pool.get().await.unwrap();
@@ -124,7 +136,10 @@ async fn a_removed_backends_connections_are_closed_and_never_handed_out() {
 async fn a_backend_that_comes_back_is_dialed_again() {
     let m = Faulty::new();
     let list = addrs(2);
-    let pool = Pool::builder(m.clone()).backends(backends(&list)).build().unwrap();
+    let pool = Pool::builder(m.clone())
+        .backends(backends(&list))
+        .build()
+        .unwrap();
     pool.set_backends(backends(&list[..1]));
     pool.set_backends(backends(&list));
     let mut held = Vec::new();
@@ -152,7 +167,9 @@ async fn an_empty_list_fails_with_no_backends_after_idle_connections() {
         .backends(Vec::new())
         .build()
         .unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), empty.get()).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), empty.get())
+        .await
+        .unwrap();
     assert!(matches!(r, Err(Error::NoBackends)));
 }
 

@@ -75,7 +75,11 @@ async fn assert_nothing_leaked(pool: &Pool<Faulty>, m: &Faulty, max: usize) {
     assert_eq!(st.waiters, 0, "{st:?}");
     assert_eq!(st.size, st.idle, "{st:?}");
     assert!(st.size <= max, "{st:?}");
-    assert_eq!(st.size, m.live(), "the pool's size is the live connection count");
+    assert_eq!(
+        st.size,
+        m.live(),
+        "the pool's size is the live connection count"
+    );
     // Every slot is usable: max_size gets succeed at once, without waiting.
     let mut all = Vec::new();
     for _ in 0..max {
@@ -85,7 +89,11 @@ async fn assert_nothing_leaked(pool: &Pool<Faulty>, m: &Faulty, max: usize) {
                 .expect("every slot is free after the storm"),
         );
     }
-    assert!(pool.get_timeout(Duration::ZERO).await.unwrap_err().is_exhausted());
+    assert!(pool
+        .get_timeout(Duration::ZERO)
+        .await
+        .unwrap_err()
+        .is_exhausted());
     drop(all);
     let s = pool.stats();
     assert_eq!(s.gets, s.hits + s.misses);
@@ -103,7 +111,10 @@ async fn ten_thousand_randomly_cancelled_gets_leak_nothing() {
     cancel_storm(&pool, &m, 10_000, 7).await;
     assert_nothing_leaked(&pool, &m, 8).await;
     let s = pool.stats();
-    assert!(s.closed_broken > 0, "some connections were abandoned mid-check: {s:?}");
+    assert!(
+        s.closed_broken > 0,
+        "some connections were abandoned mid-check: {s:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

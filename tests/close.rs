@@ -25,19 +25,31 @@ async fn close_wakes_waiters_and_closes_everything() {
         let p = pool.clone();
         waiters.push(tokio::spawn(async move { p.get().await.map(|_| ()) }));
     }
-    eventually("five waiters", Duration::from_secs(5), || pool.status().waiters == 5).await;
+    eventually("five waiters", Duration::from_secs(5), || {
+        pool.status().waiters == 5
+    })
+    .await;
     let closer = {
         let p = pool.clone();
         tokio::spawn(async move { p.close().await })
     };
     for w in waiters {
-        let r = tokio::time::timeout(Duration::from_secs(5), w).await.unwrap().unwrap();
-        assert!(matches!(r, Err(Error::Closed)), "a waiter sees Closed at once");
+        let r = tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(r, Err(Error::Closed)),
+            "a waiter sees Closed at once"
+        );
     }
     assert!(pool.is_closed());
     assert!(matches!(pool.get().await, Err(Error::Closed)));
     assert!(matches!(pool.try_get(), Err(Error::Closed)));
-    assert!(!closer.is_finished(), "close() waits for the lent connections");
+    assert!(
+        !closer.is_finished(),
+        "close() waits for the lent connections"
+    );
     drop(a);
     assert_eq!(m.live(), 1);
     drop(c);
@@ -49,15 +61,23 @@ async fn close_wakes_waiters_and_closes_everything() {
     let st = pool.status();
     assert_eq!((st.size, st.idle, st.in_use, st.waiters), (0, 0, 0, 0));
     // Idempotent.
-    tokio::time::timeout(Duration::from_secs(1), pool.close()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), pool.close())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(start_paused = true)]
 async fn close_of_an_idle_pool_returns_at_once() {
     let m = Faulty::new();
-    let pool = Pool::builder(m.clone()).min_idle(3).max_size(4).build().unwrap();
+    let pool = Pool::builder(m.clone())
+        .min_idle(3)
+        .max_size(4)
+        .build()
+        .unwrap();
     eventually("min_idle filled", Duration::from_secs(10), || m.live() == 3).await;
-    tokio::time::timeout(Duration::from_secs(1), pool.close()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), pool.close())
+        .await
+        .unwrap();
     assert_eq!(m.live(), 0);
 }
 
@@ -74,7 +94,11 @@ async fn dropping_the_last_handle_closes_the_pool_and_stops_its_task() {
     let lent = pool.get().await.unwrap();
     let checks = m.checks();
     drop(pool);
-    assert_eq!(m.live(), 1, "idle connections close when the last handle drops");
+    assert_eq!(
+        m.live(),
+        1,
+        "idle connections close when the last handle drops"
+    );
     drop(lent);
     assert_eq!(m.live(), 0, "a lent connection closes when it comes back");
     // The maintenance task holds no strong reference and has stopped: no more checks, no
@@ -98,6 +122,9 @@ async fn a_connect_finishing_after_close_is_closed_not_handed_out() {
     };
     let r = get.await.unwrap();
     assert!(matches!(r, Err(Error::Closed)), "{r:?}");
-    tokio::time::timeout(Duration::from_secs(5), closing).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), closing)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.live(), 0);
 }

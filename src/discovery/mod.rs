@@ -53,7 +53,8 @@ pub trait Discovery: Send + Sync + 'static {
     /// online backends with `updates.publish(list)` (sync, cheap, coalescing). If it returns an
     /// error or panics, the pool counts and events it and calls `run` again after a backoff,
     /// keeping the last published list meanwhile.
-    fn run(&self, updates: Updates) -> impl Future<Output = Result<(), DiscoveryError>> + Send + '_;
+    fn run(&self, updates: Updates)
+        -> impl Future<Output = Result<(), DiscoveryError>> + Send + '_;
 }
 
 /// Object-safe form of [`Discovery`], so the pool can hold any discovery behind one pointer.
@@ -129,7 +130,10 @@ impl UpdatesShared {
     }
 
     pub(crate) fn take_pending(&self) -> Option<Vec<Backend>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 
@@ -139,7 +143,11 @@ impl Updates {
     /// empty list is meaningful: `get()` then fails with `Error::NoBackends`.
     pub fn publish<I: IntoIterator<Item = Backend>>(&self, list: I) {
         let list: Vec<Backend> = list.into_iter().collect();
-        *self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(list);
+        *self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(list);
         // Relaxed: a statistic for Debug only; the list itself is published by the mutex.
         self.shared.published.fetch_add(1, Ordering::Relaxed);
         self.shared.wake.notify_one();

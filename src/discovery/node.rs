@@ -27,8 +27,8 @@ pub(crate) fn parse_node(id: &str, data: &[u8]) -> Result<NodeData, String> {
         return Err(format!("node {id}: empty data"));
     }
     if text.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| format!("node {id}: malformed JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("node {id}: malformed JSON: {e}"))?;
         let addr = ["addr", "proxy_addr", "proto_addr"]
             .iter()
             .find_map(|k| v.get(*k).and_then(|a| a.as_str()))
@@ -76,15 +76,19 @@ mod tests {
     #[test]
     fn forms() {
         let on = |a: &str| NodeData::Online(Backend::new(a).with_id("n"));
-        assert_eq!(parse_node("n", b" 127.0.0.1:6379\n"), Ok(on("127.0.0.1:6379")));
+        assert_eq!(
+            parse_node("n", b" 127.0.0.1:6379\n"),
+            Ok(on("127.0.0.1:6379"))
+        );
         assert_eq!(
             parse_node("n", br#"{"addr":"h:1","state":"online"}"#),
-            Ok(NodeData::Online(Backend::new("h:1").with_id("n").with_label("state", "online")))
+            Ok(NodeData::Online(
+                Backend::new("h:1")
+                    .with_id("n")
+                    .with_label("state", "online")
+            ))
         );
-        assert_eq!(
-            parse_node("n", br#"{"proxy_addr":"h:2"}"#),
-            Ok(on("h:2"))
-        );
+        assert_eq!(parse_node("n", br#"{"proxy_addr":"h:2"}"#), Ok(on("h:2")));
         assert_eq!(
             parse_node("n", br#"{"addr":"h:1","state":"offline"}"#),
             Ok(NodeData::Offline)
@@ -93,7 +97,14 @@ mod tests {
             parse_node("n", br#"{"addr":"h:1","online":false}"#),
             Ok(NodeData::Offline)
         );
-        for bad in [&b""[..], b"{", b"{\"state\":\"online\"}", b"nonsense", b"h:notaport", b"\xff"] {
+        for bad in [
+            &b""[..],
+            b"{",
+            b"{\"state\":\"online\"}",
+            b"nonsense",
+            b"h:notaport",
+            b"\xff",
+        ] {
             assert!(parse_node("n", bad).is_err(), "{bad:?}");
         }
     }

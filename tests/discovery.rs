@@ -1,0 +1,257 @@
+//! The discovery machinery with scripted discoveries: the first list, coalescing, errors and
+//! panics restart `run` with the last list kept, an empty list, and stopping on close.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connpool::{Backend, Discovery, DiscoveryError, Error, Event, Pool, Updates};
+use support::faulty::{eventually, Faulty};
+
+const MIN: Duration = Duration::from_secs(60);
+
+/// A discovery driven by the test through a channel of commands.
+#[derive(Clone, Default)]
+struct Scripted {
+    runs: Arc<AtomicUsize>,
+    updates: Arc<Mutex<Option<Updates>>>,
+    /// What the current run does after it starts: 0 = wait for close, 1 = error, 2 = panic.
+    mode: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
+}
+
+impl Discovery for Scripted {
+    async fn run(&self, updates: Updates) -> Result<(), DiscoveryError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        *self.updates.lock().unwrap() = Some(updates.clone());
+        struct End(Arc<AtomicUsize>);
+        impl Drop for End {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let _end = End(self.ended.clone());
+        loop {
+            match self.mode.swap(0, Ordering::SeqCst) {
+                1 => return Err(DiscoveryError::new("scripted failure")),
+                2 => panic!("scripted discovery panic"),
+                _ => {}
+            }
+            tokio::select! {
+                () = updates.closed() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    }
+}
+
+impl Scripted {
+    async fn updates(&self) -> Updates {
+        eventually("discovery running", MIN, || {
+            self.updates.lock().unwrap().is_some()
+        })
+        .await;
+        self.updates.lock().unwrap().clone().unwrap()
+    }
+}
+
+fn addrs(list: &[&str]) -> Vec<Backend> {
+    list.iter().map(|a| Backend::new(*a)).collect()
+}
+
+fn listed(pool: &Pool<Faulty>) -> Vec<String> {
+    pool.status().backends.into_iter().map(|b| b.addr).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn gets_wait_for_the_first_list_then_fail_no_backends() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .wait_timeout(Duration::from_secs(2))
+        .discovery(d.clone())
+        .build()
+        .unwrap();
+    // No list yet: the get waits for it, then fails NoBackends (not Timeout).
+    let start = tokio::time::Instant::now();
+    assert!(matches!(pool.get().await, Err(Error::NoBackends)));
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    // A get waiting when the first list arrives proceeds.
+    let p = pool.clone();
+    let get = tokio::spawn(async move { p.get().await.map(|c| c.addr.clone()) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.updates().await.publish(addrs(&["a:1"]));
+    assert_eq!(get.await.unwrap().unwrap(), "a:1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_publishes_coalesces_and_the_latest_list_wins() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let changes = Arc::new(AtomicUsize::new(0));
+    let c2 = changes.clone();
+    let pool = Pool::builder(m.clone())
+        .discovery(d.clone())
+        .on_event(move |e| {
+            if matches!(e, Event::BackendsChanged { .. }) {
+                c2.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let u = d.updates().await;
+    for i in 0..1000 {
+        u.publish(addrs(&[&format!("h{i}:1")]));
+    }
+    eventually("latest list applied", MIN, || {
+        listed(&pool) == vec!["h999:1".to_owned()]
+    })
+    .await;
+    assert!(
+        changes.load(Ordering::SeqCst) <= 3,
+        "no storm of swaps: {}",
+        changes.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_and_panics_restart_run_and_keep_the_last_list() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let f2 = failures.clone();
+    let pool = Pool::builder(m.clone())
+        .discovery(d.clone())
+        .on_event(move |e| {
+            if let Event::DiscoveryFailed { message } = e {
+                f2.lock().unwrap().push(message.to_string());
+            }
+        })
+        .build()
+        .unwrap();
+    d.updates().await.publish(addrs(&["a:1", "b:2"]));
+    eventually("first list", MIN, || listed(&pool).len() == 2).await;
+
+    d.mode.store(1, Ordering::SeqCst);
+    eventually("restarted after an error", MIN, || {
+        d.runs.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(
+        listed(&pool),
+        vec!["a:1", "b:2"],
+        "the last good list stays"
+    );
+    assert_eq!(pool.stats().discovery_errors, 1);
+    drop(pool.get().await.unwrap());
+
+    d.mode.store(2, Ordering::SeqCst);
+    eventually("restarted after a panic", MIN, || {
+        d.runs.load(Ordering::SeqCst) == 3
+    })
+    .await;
+    assert_eq!(listed(&pool), vec!["a:1", "b:2"]);
+    assert_eq!(pool.stats().discovery_errors, 2);
+    let f = failures.lock().unwrap().clone();
+    assert!(
+        f[0].contains("scripted failure") && f[1].contains("scripted discovery panic"),
+        "{f:?}"
+    );
+
+    // The restarted run still publishes.
+    d.updates().await.publish(addrs(&["c:3"]));
+    eventually("new list after restarts", MIN, || {
+        listed(&pool) == vec!["c:3"]
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_list_means_no_backends() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .wait_timeout(Duration::from_secs(3600))
+        .discovery(d.clone())
+        .build()
+        .unwrap();
+    let u = d.updates().await;
+    u.publish(addrs(&["a:1"]));
+    eventually("listed", MIN, || listed(&pool).len() == 1).await;
+    u.publish(Vec::new());
+    eventually("emptied", MIN, || listed(&pool).is_empty()).await;
+    let r = tokio::time::timeout(Duration::from_secs(5), pool.get())
+        .await
+        .unwrap();
+    assert!(
+        matches!(r, Err(Error::NoBackends)),
+        "at once, not after the wait timeout"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reported_errors_and_warnings_are_counted_and_evented() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let warnings = Arc::new(AtomicUsize::new(0));
+    let w2 = warnings.clone();
+    let pool = Pool::builder(m.clone())
+        .discovery(d.clone())
+        .on_event(move |e| {
+            if matches!(e, Event::DiscoveryWarning { .. }) {
+                w2.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let u = d.updates().await;
+    u.report_error("lost the connection");
+    u.warn("node x: malformed");
+    assert_eq!(pool.stats().discovery_errors, 1);
+    assert_eq!(warnings.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        d.runs.load(Ordering::SeqCst),
+        1,
+        "a reported error does not restart run"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_stops_the_discovery() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .discovery(d.clone())
+        .build()
+        .unwrap();
+    let u = d.updates().await;
+    pool.close().await;
+    assert!(u.is_closed());
+    eventually("run returned", MIN, || d.ended.load(Ordering::SeqCst) == 1).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        d.runs.load(Ordering::SeqCst),
+        1,
+        "not restarted after close"
+    );
+    // Publishing after close is harmless.
+    u.publish(addrs(&["a:1"]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(listed(&pool).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_pool_stops_the_discovery() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .discovery(d.clone())
+        .build()
+        .unwrap();
+    let u = d.updates().await;
+    drop(pool);
+    assert!(u.is_closed());
+    eventually("run returned", MIN, || d.ended.load(Ordering::SeqCst) == 1).await;
+}

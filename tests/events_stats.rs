@@ -1,0 +1,121 @@
+//! Events fire with the backend's address and the close reason; stats add up.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connpool::{Backend, CloseReason, Event, Pool, TestOnBorrow};
+use support::faulty::{Fault, Faulty};
+
+fn recorder() -> (
+    Arc<Mutex<Vec<String>>>,
+    impl Fn(&Event<'_>) + Send + Sync + 'static,
+) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l2 = log.clone();
+    (log, move |e: &Event<'_>| {
+        let s = match e {
+            Event::Connected { backend } => format!("connected {backend}"),
+            Event::ConnectFailed { backend, .. } => format!("connect-failed {backend}"),
+            Event::CheckPassed { backend } => format!("check-passed {backend}"),
+            Event::CheckFailed { backend, .. } => format!("check-failed {backend}"),
+            Event::Closed { backend, reason } => format!("closed {backend} {reason:?}"),
+            Event::BackendAdded { backend } => format!("added {backend}"),
+            Event::BackendRemoved { backend } => format!("removed {backend}"),
+            Event::BackendsChanged { backends } => format!("changed {}", backends.join(",")),
+            Event::DiscoveryFailed { message } => format!("discovery-failed {message}"),
+            Event::DiscoveryWarning { message } => format!("discovery-warning {message}"),
+            _ => "other".to_owned(),
+        };
+        l2.lock().unwrap().push(s);
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_name_the_backend_and_the_reason() {
+    let m = Faulty::new();
+    let (log, cb) = recorder();
+    let pool = Pool::builder(m.clone())
+        .test_on_borrow(TestOnBorrow::Always)
+        .backends(vec![Backend::new("a:1")])
+        .on_event(cb)
+        .build()
+        .unwrap();
+    let c = pool.get().await.unwrap();
+    c.discard();
+    m.refuse("a:1", true);
+    let _ = pool.get().await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        vec![
+            "connected a:1",
+            "check-passed a:1",
+            "closed a:1 Discarded",
+            "connect-failed a:1",
+        ]
+    );
+    assert_eq!(CloseReason::Discarded.to_string(), "discarded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_add_up_and_only_grow() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(2)
+        .test_on_borrow(TestOnBorrow::Never)
+        .wait_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut last = pool.stats();
+    let mut grow = |s: connpool::Stats| {
+        assert!(s.gets >= last.gets && s.hits >= last.hits && s.misses >= last.misses);
+        assert!(
+            s.waits >= last.waits && s.timeouts >= last.timeouts && s.wait_time >= last.wait_time
+        );
+        assert_eq!(s.gets, s.hits + s.misses);
+        last = s;
+    };
+    let a = pool.get().await.unwrap();
+    grow(pool.stats());
+    let b = pool.get().await.unwrap();
+    let t = pool.get().await.unwrap_err();
+    assert!(t.is_timeout());
+    grow(pool.stats());
+    drop(a);
+    let c = pool.get().await.unwrap();
+    grow(pool.stats());
+    let s = pool.stats();
+    assert_eq!(
+        (s.gets, s.hits, s.misses, s.waits, s.timeouts, s.connects),
+        (3, 1, 2, 1, 1, 2)
+    );
+    assert!(s.wait_time >= Duration::from_millis(100));
+    c.discard();
+    let detached = b.detach();
+    assert_eq!(
+        pool.status().size,
+        0,
+        "a detached connection leaves the pool's count"
+    );
+    assert_eq!(m.live(), 1, "but stays open for its new owner");
+    drop(detached);
+    let s = pool.stats();
+    assert_eq!(s.closed_broken, 1);
+    let st = pool.status();
+    assert_eq!((st.size, st.idle, st.in_use), (0, 0, 0));
+    m.connect_fault(Fault::Fail);
+    assert!(pool.get().await.unwrap_err().is_connect());
+    assert_eq!(pool.stats().connect_errors, 1);
+}
+
+#[tokio::test]
+async fn status_stats_and_guards_debug_print() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone()).build().unwrap();
+    let c = pool.get().await.unwrap();
+    let dbg = format!("{c:?} {pool:?}");
+    assert!(dbg.contains("Pooled") && dbg.contains("Pool"), "{dbg}");
+    assert_eq!(c.backend().addr(), "");
+}

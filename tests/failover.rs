@@ -1,0 +1,201 @@
+//! Failing backends: fail over to the next, back off the failing one (capped, jittered),
+//! probe it back in, fail fast when all fail, diagnostic timeouts.
+
+mod support;
+
+use std::time::Duration;
+
+use connpool::{Backend, Error, Pool, TestOnBorrow};
+use support::faulty::{Fault, Faulty};
+
+fn list() -> Vec<Backend> {
+    ["a:1", "b:2", "c:3"].map(Backend::new).to_vec()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusing_backend_is_backed_off_and_the_others_serve() {
+    let m = Faulty::new();
+    m.refuse("b:2", true);
+    let pool = Pool::builder(m.clone())
+        .max_size(60)
+        .backoff_base(Duration::from_secs(1))
+        .backoff_max(Duration::from_secs(8))
+        .backends(list())
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        // Every get succeeds: a refused dial fails over to the next backend.
+        held.push(pool.get().await.expect("the others serve"));
+    }
+    assert_eq!(m.connects_to("b:2"), 0);
+    assert_eq!(m.connects_to("a:1") + m.connects_to("c:3"), 60);
+    assert_eq!(
+        m.refused(),
+        1,
+        "backed off after its first failure: no dial storm"
+    );
+    let st = pool.status();
+    let b = st.backends.iter().find(|b| b.addr == "b:2").unwrap();
+    assert!(!b.online);
+    assert_eq!(b.connect_errors, 1);
+    assert_eq!(pool.stats().connect_errors, 1);
+    drop(held);
+
+    // Still refusing after the backoff: probed once, backed off again for longer.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pool2 = pool.clone();
+    for _ in 0..30 {
+        drop(pool2.get().await.unwrap());
+    }
+    // It recovers: the next probe after its backoff brings it back.
+    m.refuse("b:2", false);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    pool.set_max_size(100).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..90 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert!(m.connects_to("b:2") > 0, "probed back in once it answers");
+    let st = pool.status();
+    assert!(st.backends.iter().all(|b| b.online), "{st:?}");
+    assert!(
+        m.refused() <= 3,
+        "backoff kept the dials to the failing backend few: {}",
+        m.refused()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_backend_fails_get_fails_fast_with_the_last_connect_error() {
+    let m = Faulty::new();
+    m.connect_fault(Fault::Fail);
+    let pool = Pool::builder(m.clone())
+        .wait_timeout(Duration::from_secs(30))
+        .backends(list())
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = pool.get().await.unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "no waiting out the timeout"
+    );
+    match &err {
+        Error::Connect {
+            backend, source, ..
+        } => {
+            assert!(["a:1", "b:2", "c:3"].contains(&backend.as_str()));
+            assert!(source.as_ref().unwrap().0.contains("refused"));
+        }
+        other => panic!("expected Connect, got {other}"),
+    }
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!(
+        m.refused(),
+        3,
+        "tried every backend once (connect_attempts 3)"
+    );
+    // While all are backed off, gets fail at once without dialing, naming the last error.
+    let err = pool.get().await.unwrap_err();
+    match &err {
+        Error::Connect {
+            source: None,
+            message,
+            ..
+        } => {
+            assert!(
+                message.contains("backed off") && message.contains("refused"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a backed-off Connect, got {other}"),
+    }
+    assert_eq!(m.refused(), 3);
+    let s = pool.stats();
+    assert_eq!((s.connect_errors, s.backed_off), (3, 1));
+    assert_eq!(pool.status().size, 0);
+    // Recovers by itself once a backend answers.
+    m.connect_fault(Fault::Ok);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    drop(pool.get().await.expect("recovered"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_attempts_bounds_the_failover() {
+    let m = Faulty::new();
+    m.connect_fault(Fault::Fail);
+    let pool = Pool::builder(m.clone())
+        .connect_attempts(2)
+        .backends(list())
+        .build()
+        .unwrap();
+    assert!(pool.get().await.unwrap_err().is_connect());
+    assert_eq!(m.refused(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_backend_costs_connect_timeout_then_the_next_serves() {
+    let m = Faulty::new();
+    m.connect_fault_for("a:1", Fault::Hang);
+    m.connect_fault_for("b:2", Fault::Hang);
+    let pool = Pool::builder(m.clone())
+        .connect_timeout(Duration::from_millis(100))
+        .wait_timeout(Duration::from_secs(10))
+        .backends(list())
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let start = tokio::time::Instant::now();
+        held.push(pool.get().await.expect("c:3 serves"));
+        assert!(start.elapsed() <= Duration::from_millis(250));
+    }
+    assert_eq!(m.connects_to("c:3"), 6);
+    let down = pool.status().backends.iter().filter(|b| !b.online).count();
+    assert_eq!(down, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_carries_the_last_connect_error() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .wait_timeout(Duration::from_millis(100))
+        .backends(list())
+        .build()
+        .unwrap();
+    m.connect_fault_for("a:1", Fault::Fail);
+    m.connect_fault_for("b:2", Fault::Fail);
+    m.connect_fault_for("c:3", Fault::Fail);
+    let _ = pool.get().await;
+    m.connect_fault_for("a:1", Fault::Ok);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let held = pool.get().await.unwrap();
+    let err = pool.get().await.unwrap_err();
+    match err {
+        Error::Timeout {
+            last_connect_error: Some(e),
+            ..
+        } => assert!(e.contains("refused"), "{e}"),
+        other => panic!("expected a timeout with the last connect error, got {other}"),
+    }
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_connection_that_fails_its_check_is_a_check_error() {
+    let m = Faulty::new();
+    m.check_fault(Fault::Fail);
+    let pool = Pool::builder(m.clone())
+        .test_on_borrow(TestOnBorrow::Always)
+        .backends(vec![Backend::new("a:1")])
+        .build()
+        .unwrap();
+    let err = pool.get().await.unwrap_err();
+    assert!(err.is_check(), "{err}");
+    assert_eq!(err.backend(), Some("a:1"));
+    assert_eq!(m.live(), 0);
+    assert_eq!(pool.stats().check_failures, 1);
+}

@@ -1,0 +1,228 @@
+//! The maintenance task and the knobs it serves: idle_timeout, max_lifetime (jittered),
+//! keepalive with check_retries, min_idle, test_on_borrow.
+
+mod support;
+
+use std::time::Duration;
+
+use connpool::{Pool, TestOnBorrow};
+use support::faulty::{eventually, Fault, Faulty};
+
+const MIN: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_closes_connections_left_idle() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .max_lifetime(None)
+        .build()
+        .unwrap();
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    drop(a);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    drop(b);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // a idled 12 s: closed in the background; b idled 6 s: kept.
+    eventually("a closed", MIN, || m.live() == 1).await;
+    assert_eq!(pool.status().idle, 1);
+    eventually("b closed too", MIN, || m.live() == 0).await;
+    assert_eq!(pool.stats().closed_idle, 2);
+    assert_eq!(pool.status().size, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_get_never_receives_a_connection_past_its_idle_timeout() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .maintenance_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let first = pool.get().await.unwrap().id;
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let c = pool.get().await.unwrap();
+    assert_ne!(
+        c.id, first,
+        "the stale one was closed on get, a new one dialed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_lifetime_closes_old_connections_jittered() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(40)
+        .max_lifetime(Some(Duration::from_secs(1000)))
+        .idle_timeout(None)
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(pool.get().await.unwrap());
+    }
+    drop(held);
+    // Before 97.5 % of the lifetime nothing expires.
+    tokio::time::sleep(Duration::from_secs(974)).await;
+    assert_eq!(m.live(), 40);
+    // Within the jitter window they expire at different times, not together.
+    let mut seen_between = false;
+    for _ in 0..26 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let live = m.live();
+        if live > 0 && live < 40 {
+            seen_between = true;
+        }
+    }
+    assert!(
+        seen_between,
+        "lifetimes are jittered so a fleet does not expire at once"
+    );
+    eventually("all expired", MIN, || m.live() == 0).await;
+    assert_eq!(pool.stats().closed_lifetime, 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lent_connection_past_its_lifetime_is_closed_on_return() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_lifetime(Some(Duration::from_secs(10)))
+        .build()
+        .unwrap();
+    let c = pool.get().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    drop(c);
+    assert_eq!(m.live(), 0);
+    assert_eq!(pool.stats().closed_lifetime, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_pings_idle_connections_and_closes_after_check_retries_failures() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .keepalive(Some(Duration::from_secs(5)))
+        .check_retries(3)
+        .idle_timeout(None)
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    eventually("pinged", MIN, || m.checks() >= 2).await;
+    assert_eq!(m.live(), 1, "passing pings keep it");
+    m.check_fault(Fault::Fail);
+    let before = m.checks();
+    eventually("closed after failing pings", MIN, || m.live() == 0).await;
+    assert_eq!(
+        m.checks() - before,
+        3,
+        "exactly check_retries failures in a row"
+    );
+    let s = pool.stats();
+    assert_eq!(s.check_failures, 3);
+    assert_eq!(s.closed_broken, 1);
+    assert_eq!(pool.status().size, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_keepalive_check_is_bounded_by_check_timeout() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .keepalive(Some(Duration::from_secs(5)))
+        .check_timeout(Duration::from_secs(1))
+        .check_retries(1)
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    m.check_fault(Fault::Hang);
+    eventually("closed after a hung check", MIN, || m.live() == 0).await;
+    assert_eq!(pool.stats().check_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_idle_is_refilled() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(5)
+        .min_idle(3)
+        .build()
+        .unwrap();
+    eventually("min_idle opened", MIN, || pool.status().idle == 3).await;
+    let held: Vec<_> = vec![pool.get().await.unwrap(), pool.get().await.unwrap()];
+    eventually("refilled while two are lent", MIN, || {
+        pool.status().idle == 3
+    })
+    .await;
+    assert_eq!(pool.status().size, 5);
+    drop(held);
+    // max_idle defaults to max_size (5): both come back, nothing closes.
+    assert_eq!(pool.status().idle, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn test_on_borrow_modes() {
+    // Never: no checks.
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        drop(pool.get().await.unwrap());
+    }
+    assert_eq!(m.checks(), 0);
+    // Always: every get checks (the new one too).
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .test_on_borrow(TestOnBorrow::Always)
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        drop(pool.get().await.unwrap());
+    }
+    assert_eq!(m.checks(), 5);
+    // IdleFor: only connections quiet that long.
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .test_on_borrow(TestOnBorrow::IdleFor(Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        drop(pool.get().await.unwrap());
+    }
+    assert_eq!(m.checks(), 0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(pool.get().await.unwrap());
+    assert_eq!(m.checks(), 1);
+    // A stale idle connection that fails its check is closed and the get still succeeds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    m.check_fault(Fault::Fail);
+    let c = pool.get().await.unwrap();
+    assert_eq!(c.id, 1, "the failed one was replaced by a new connection");
+    assert_eq!(pool.stats().check_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn check_timeout_bounds_a_check_on_borrow() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .test_on_borrow(TestOnBorrow::Always)
+        .check_timeout(Duration::from_millis(100))
+        .wait_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    m.check_fault(Fault::Hang);
+    let start = tokio::time::Instant::now();
+    // The idle connection's check hangs: cut at 100 ms, closed; the new one's check too.
+    let err = pool.get().await.unwrap_err();
+    assert!(err.is_check(), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(pool.stats().check_failures, 2);
+    assert_eq!(m.live(), 0);
+}

@@ -1,0 +1,170 @@
+//! Panics are contained: in connect, check, is_reusable, callbacks, and in a task holding a
+//! connection. No slot leaks, no counter is corrupted, the pool keeps serving.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use connpool::{Event, Pool, TestOnBorrow};
+use support::faulty::{Fault, Faulty};
+
+fn assert_at_rest(pool: &Pool<Faulty>, m: &Faulty) {
+    let st = pool.status();
+    assert_eq!(st.in_use, 0, "{st:?}");
+    assert_eq!(st.waiters, 0, "{st:?}");
+    assert_eq!(st.size, st.idle, "{st:?}");
+    assert_eq!(st.size, m.live(), "{st:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_connect_is_a_connect_error_and_leaks_nothing() {
+    let m = Faulty::new();
+    m.connect_fault(Fault::Panic);
+    let pool = Pool::builder(m.clone()).max_size(1).build().unwrap();
+    let err = pool.get().await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert_at_rest(&pool, &m);
+    m.connect_fault(Fault::Ok);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(
+        pool.get_timeout(Duration::ZERO)
+            .await
+            .expect("the slot came back"),
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_check_closes_that_connection_only() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .test_on_borrow(TestOnBorrow::Always)
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    m.check_fault(Fault::Panic);
+    // The idle one fails its (panicking) check and is closed; a new one fails the same way.
+    let err = pool.get().await.unwrap_err();
+    assert!(err.is_check(), "{err}");
+    assert_at_rest(&pool, &m);
+    assert_eq!(pool.stats().check_failures, 2);
+    m.check_fault(Fault::Ok);
+    drop(pool.get_timeout(Duration::ZERO).await.unwrap());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_is_reusable_discards_the_connection() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone()).max_size(1).build().unwrap();
+    let c = pool.get().await.unwrap();
+    m.panic_in_reusable(true);
+    drop(c);
+    assert_at_rest(&pool, &m);
+    assert_eq!(m.live(), 0);
+    assert_eq!(pool.stats().closed_broken, 1);
+    m.panic_in_reusable(false);
+    drop(pool.get_timeout(Duration::ZERO).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_held_by_a_panicking_task_is_discarded() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(2)
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap();
+    let p = pool.clone();
+    let r = tokio::spawn(async move {
+        let _c = p.get().await.unwrap();
+        panic!("the user's task panics while holding a connection");
+    })
+    .await;
+    assert!(r.unwrap_err().is_panic());
+    assert_at_rest(&pool, &m);
+    assert_eq!(m.live(), 0, "not reused: closed");
+    assert_eq!(pool.stats().closed_broken, 1);
+    // Unrelated callers are unaffected.
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    drop((a, b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_callback_does_not_disturb_the_pool_or_other_callbacks() {
+    let m = Faulty::new();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s2 = seen.clone();
+    let pool = Pool::builder(m.clone())
+        .on_event(|e| {
+            if matches!(e, Event::Connected { .. }) {
+                panic!("callback panics");
+            }
+        })
+        .on_event(move |e| {
+            if matches!(e, Event::Connected { .. }) {
+                s2.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let c = pool.get().await.unwrap();
+    drop(c);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+    assert_at_rest(&pool, &m);
+    assert_eq!(pool.stats().gets, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_panics_in_every_callback_keep_the_counts_true() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(4)
+        .test_on_borrow(TestOnBorrow::Always)
+        .backoff_base(Duration::from_millis(10))
+        .backoff_max(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let p = pool.clone();
+        let m = m.clone();
+        tasks.push(tokio::spawn(async move {
+            match i % 5 {
+                0 => m.connect_fault(Fault::Panic),
+                1 => m.check_fault(Fault::Panic),
+                2 => m.panic_in_reusable(true),
+                _ => {
+                    m.connect_fault(Fault::Ok);
+                    m.check_fault(Fault::Ok);
+                    m.panic_in_reusable(false);
+                }
+            }
+            if let Ok(c) = p.get().await {
+                tokio::task::yield_now().await;
+                if i % 11 == 0 {
+                    panic!("task panics holding a connection");
+                }
+                drop(c);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    m.connect_fault(Fault::Ok);
+    m.check_fault(Fault::Ok);
+    m.panic_in_reusable(false);
+    assert_at_rest(&pool, &m);
+    tokio::time::sleep(Duration::from_millis(100)).await; // let any backoff pass
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        all.push(pool.get().await.unwrap());
+    }
+    drop(all);
+    let s = pool.stats();
+    assert_eq!(s.gets, s.hits + s.misses);
+}
