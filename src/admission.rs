@@ -1,35 +1,49 @@
-//! Admission: one atomic permit counter and a wait queue.
+//! Admission: one atomic permit counter and a wait queue, with direct hand-off.
 //!
 //! A permit is the right to hold one connection out of the idle queue (to use it, check it or
 //! dial a new one). `max_size` permits exist; an idle connection holds none.
 //!
 //! # Synchronization
 //!
-//! `available` is the number of free permits; it may go negative after `resize` shrinks the
-//! pool while permits are out (they are then absorbed as they come back). `acquire` is a CAS
-//! loop that never takes a permit that is not there. Waiting follows event-listener's
-//! protocol: register a listener, *then* re-check, *then* wait. A release adds its permit
-//! (SeqCst) and, if anyone waits (SeqCst load of `waiters`), wakes one *additional* listener:
-//! a plain `notify(1)` is a no-op while an earlier notification is still unconsumed, which can
-//! strand a second waiter. The SeqCst pair (`available` then `waiters` on release, `waiters`
-//! then `available` on wait) is a store-load handshake: at least one side sees the other, so
-//! either the waiter finds the permit on its re-check or the releaser sees the waiter and wakes
-//! it. Whatever the releaser published before `release` (the connection it pushed to the idle
-//! queue) happens-before the acquire that takes its permit (Release/Acquire through the
-//! counter's read-modify-write chain).
+//! `available` counts free permits; it may go negative after `resize` shrinks the pool while
+//! permits are out (returned permits then pay the debt first). `try_acquire` is a CAS loop
+//! that never takes a permit that is not there.
+//!
+//! Waiting follows event-listener's protocol: register a listener, *then* count the
+//! registration (`waiters`, then `registrations`), *then* re-check the counter, *then* wait.
+//!
+//! Releasing hands the permit **directly** to the oldest waiting listener
+//! (`notify(1.additional())`; a plain `notify(1)` is a no-op while an earlier notification is
+//! still unconsumed, which strands the second waiter of two back-to-back releases). A woken
+//! listener owns the permit it was handed: nobody can barge in between. Only when no listener
+//! took it does the permit go to the counter; the releaser then re-reads `registrations`: if a
+//! waiter registered meanwhile, its re-check may have run before the permit arrived, so the
+//! releaser takes a permit back and hands it off again. All of these are SeqCst, so they sit
+//! in one total order: either the releaser sees the registration, or the waiter's re-check
+//! (which follows its registration) sees the permit. No wake-up is lost, and no releaser spins:
+//! it loops only when a new registration happened.
+//!
+//! A waiter that leaves (succeeds by its re-check, or is cancelled) `discard`s its listener: if
+//! a permit was handed to it meanwhile, it passes that permit on with `release`, so nothing is
+//! stranded.
+//!
+//! Whatever the releaser published before `release` (the connection it pushed to the idle
+//! queue) happens-before the acquire that receives its permit: through the counter's
+//! read-modify-write chain, or through the wait queue's lock on a hand-off.
 //!
 //! # Fairness
 //!
-//! While anyone waits, newcomers do not take the fast path: they queue behind the waiters
-//! (event-listener wakes listeners in the order they registered). A woken waiter that loses
-//! its permit to a re-checking newcomer (a narrow window) registers again.
+//! Freed permits go to waiters in the order they registered (event-listener's queue is FIFO),
+//! and while anyone waits, newcomers do not take the fast path: they queue behind. A task that
+//! returns a connection and asks again at once therefore waits its turn, which is what bounds
+//! the tail latency under oversubscription.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::sync::{
-    AtomicBool, AtomicIsize, AtomicUsize, CachePadded, EventListener, Ordering, WaitQueue,
+    AtomicBool, AtomicIsize, AtomicUsize, CachePadded, EventListener, Listener, Ordering, WaitQueue,
 };
 
 /// The outcome of a wait that did not produce a permit.
@@ -43,6 +57,8 @@ pub(crate) struct Admission {
     available: CachePadded<AtomicIsize>,
     /// Registered waiters (listener in the queue, not yet done).
     waiters: CachePadded<AtomicUsize>,
+    /// Every registration ever (the releasers' handshake; see the module docs).
+    registrations: CachePadded<AtomicUsize>,
     /// The current number of permits (max_size).
     max: AtomicUsize,
     closed: AtomicBool,
@@ -54,6 +70,7 @@ impl Admission {
         Admission {
             available: CachePadded::new(AtomicIsize::new(to_isize(max))),
             waiters: CachePadded::new(AtomicUsize::new(0)),
+            registrations: CachePadded::new(AtomicUsize::new(0)),
             max: AtomicUsize::new(max),
             closed: AtomicBool::new(false),
             queue: WaitQueue::new(),
@@ -102,27 +119,57 @@ impl Admission {
         }
     }
 
-    /// Gives a permit back and wakes one more waiter.
+    /// Gives a permit back: pays a shrink's debt, else hands it to the oldest waiter, else
+    /// puts it in the counter (see the module docs for why this loses no wake-up).
     pub(crate) fn release(&self) {
-        // SeqCst: publishes everything before it (the connection pushed to the idle queue) to
-        // the acquirer (Release half), and is the store of the store-load handshake with
-        // waiters.
-        self.available.fetch_add(1, Ordering::SeqCst);
-        self.wake_one();
+        // Relaxed first read: a hint for the CAS, which re-validates.
+        let mut cur = self.available.load(Ordering::Relaxed);
+        while cur < 0 {
+            // SeqCst: a counter update like any other (see `try_acquire`).
+            match self.available.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+        loop {
+            // SeqCst: read before the hand-off attempt and compared after the counter update
+            // below; its total order with the waiter's registration is the handshake.
+            let epoch = self.registrations.load(Ordering::SeqCst);
+            // SeqCst: a waiter counts itself after it listens; seeing it means its listener
+            // is in the queue (or already served).
+            if self.waiters.load(Ordering::SeqCst) != 0 && self.hand_off() {
+                return;
+            }
+            // SeqCst: publishes the permit (and what preceded it) to the next acquirer, and is
+            // the store of the store-load handshake with registering waiters.
+            self.available.fetch_add(1, Ordering::SeqCst);
+            // SeqCst: the load of the handshake.
+            if self.registrations.load(Ordering::SeqCst) == epoch {
+                return;
+            }
+            // Someone registered while we worked: its re-check may have missed the permit.
+            // Take one back and hand it off (if it is gone already, someone has it: done).
+            if !self.try_acquire() {
+                return;
+            }
+        }
     }
 
-    fn wake_one(&self) {
-        // SeqCst: the load of the handshake (see the module docs).
-        if self.waiters.load(Ordering::SeqCst) != 0 {
-            #[cfg(not(connpool_mutant = "plain_notify"))]
-            {
-                use event_listener::IntoNotification;
-                self.queue.notify(1.additional());
-            }
-            #[cfg(connpool_mutant = "plain_notify")]
-            {
-                self.queue.notify(1);
-            }
+    /// Hands one permit to the oldest listener not yet served; `false` if there is none.
+    fn hand_off(&self) -> bool {
+        #[cfg(not(connpool_mutant = "plain_notify"))]
+        {
+            use event_listener::IntoNotification;
+            self.queue.notify(1.additional()) > 0
+        }
+        #[cfg(connpool_mutant = "plain_notify")]
+        {
+            self.queue.notify(1) > 0
         }
     }
 
@@ -139,20 +186,19 @@ impl Admission {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Changes the number of permits. Growing wakes as many waiters as permits were added;
+    /// Changes the number of permits. Growing hands the new permits to waiters at once;
     /// shrinking takes permits as they come back (`available` may go negative meanwhile).
     pub(crate) fn resize(&self, new_max: usize) -> usize {
         // AcqRel: resizes are serialised through this swap; the old value is exact.
         let old = self.max.swap(new_max, Ordering::AcqRel);
-        let delta = to_isize(new_max) - to_isize(old);
-        if delta != 0 {
-            // SeqCst: same role as the add in `release`.
-            self.available.fetch_add(delta, Ordering::SeqCst);
-        }
-        if delta > 0 && self.waiters.load(Ordering::SeqCst) != 0 {
-            use event_listener::IntoNotification;
-            self.queue
-                .notify(usize::try_from(delta).unwrap_or(usize::MAX).additional());
+        if new_max < old {
+            // SeqCst: a counter update like any other.
+            self.available
+                .fetch_sub(to_isize(old - new_max), Ordering::SeqCst);
+        } else {
+            for _ in old..new_max {
+                self.release();
+            }
         }
         old
     }
@@ -192,69 +238,69 @@ impl Future for Acquire<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let adm = this.admission;
-        loop {
+        if adm.is_closed() {
+            this.finish();
+            return Poll::Ready(Err(AcquireError::Closed));
+        }
+        if this.listener.is_none() {
+            // First poll: the fast path, unless others queue already.
+            if adm.try_acquire_fair() {
+                return Poll::Ready(Ok(()));
+            }
+            // Listen, count ourselves, then re-check: a permit freed before we listened is
+            // in the counter; one freed after is handed to us.
+            this.listener = Some(adm.queue.listen());
+            this.registered = true;
+            // SeqCst (both): the registration half of the handshake in `release`; `waiters`
+            // first, so a releaser that sees the new epoch also sees a waiter to hand off to.
+            adm.waiters.fetch_add(1, Ordering::SeqCst);
+            adm.registrations.fetch_add(1, Ordering::SeqCst);
+            #[cfg(not(connpool_mutant = "no_recheck"))]
+            if adm.try_acquire() {
+                this.finish();
+                return Poll::Ready(Ok(()));
+            }
             if adm.is_closed() {
                 this.finish();
                 return Poll::Ready(Err(AcquireError::Closed));
             }
-            match this.listener.as_mut() {
-                None => {
-                    if !this.registered && adm.try_acquire_fair() {
-                        return Poll::Ready(Ok(()));
-                    }
-                    // Listen, then count ourselves as a waiter, then re-check (below).
-                    this.listener = Some(adm.queue.listen());
-                    if !this.registered {
-                        this.registered = true;
-                        // SeqCst: the store of the handshake; the re-check below is the load.
-                        adm.waiters.fetch_add(1, Ordering::SeqCst);
-                    }
-                    #[cfg(not(connpool_mutant = "no_recheck"))]
-                    if adm.try_acquire() {
-                        this.finish();
-                        return Poll::Ready(Ok(()));
-                    }
-                    if adm.is_closed() {
-                        this.finish();
-                        return Poll::Ready(Err(AcquireError::Closed));
-                    }
+        }
+        let listener = this.listener.as_mut().expect("listening");
+        match Pin::new(listener).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                // Consumed: a permit was handed to us (or the pool closed).
+                this.listener = None;
+                this.finish();
+                if adm.is_closed() {
+                    return Poll::Ready(Err(AcquireError::Closed));
                 }
-                Some(listener) => {
-                    match Pin::new(listener).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(()) => {
-                            this.listener = None;
-                            // Woken: try the permit the releaser freed.
-                            if adm.try_acquire() {
-                                this.finish();
-                                return Poll::Ready(Ok(()));
-                            }
-                            // Lost it (or a spurious wake-up): listen again.
-                        }
-                    }
-                }
+                Poll::Ready(Ok(()))
             }
         }
     }
 }
 
 impl Acquire<'_> {
-    /// Leaves the waiter count. A listener still held is dropped, which passes on any
-    /// notification it had received but not consumed (event-listener propagates it).
+    /// Leaves the queue. A listener still held is discarded; if a permit had been handed to
+    /// it meanwhile, that permit is passed on (we either have one already or are cancelled).
     fn finish(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            if listener.discard() && !self.admission.is_closed() {
+                self.admission.release();
+            }
+        }
         if self.registered {
             self.registered = false;
-            // SeqCst: keeps the handshake's total order with `wake_one`'s load.
+            // SeqCst: keeps one total order with the loads in `release`.
             self.admission.waiters.fetch_sub(1, Ordering::SeqCst);
         }
-        self.listener = None;
     }
 }
 
 impl Drop for Acquire<'_> {
     fn drop(&mut self) {
-        // Cancelled (or finished: then this is a no-op). Dropping the listener hands a
-        // received-but-unconsumed wake-up to the next waiter, so no permit is stranded.
+        // Cancelled (or finished: then this is a no-op).
         self.finish();
     }
 }

@@ -20,7 +20,7 @@ pub(crate) use arc_swap::ArcSwap;
 pub(crate) use crossbeam_queue::ArrayQueue;
 pub(crate) use crossbeam_utils::CachePadded;
 /// `event_listener::Event`, renamed: `connpool::Event` is our public callback type.
-pub(crate) use event_listener::{Event as WaitQueue, EventListener};
+pub(crate) use event_listener::{Event as WaitQueue, EventListener, Listener};
 
 /// The pool's clock. tokio's `Instant` so that tests can pause and advance time; outside a
 /// runtime (and under loom) it reads the system's monotonic clock.

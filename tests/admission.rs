@@ -300,3 +300,36 @@ async fn oversubscribed_waiters_all_make_progress() {
     assert!(m.connects() <= 16);
     assert_eq!(pool.status().in_use, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_turn_and_newcomers_do_not_barge() {
+    // 64 tasks loop get -> yield -> drop over 4 slots. A task that returns a connection and
+    // asks again at once must queue behind the waiters: every task is served about equally.
+    let m = Faulty::new();
+    let pool = pool(&m, 4).build().unwrap();
+    let total = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let pool = pool.clone();
+        let total = Arc::clone(&total);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = 0usize;
+            while total.fetch_add(1, Ordering::SeqCst) < 64 * 200 {
+                let c = pool.get().await.unwrap();
+                tokio::task::yield_now().await;
+                drop(c);
+                mine += 1;
+            }
+            mine
+        }));
+    }
+    let mut served = Vec::new();
+    for t in tasks {
+        served.push(t.await.unwrap());
+    }
+    let (min, max) = (*served.iter().min().unwrap(), *served.iter().max().unwrap());
+    assert!(
+        max <= min + 2,
+        "unfair service: the most served task got {max}, the least {min}"
+    );
+}
