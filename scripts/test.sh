@@ -61,6 +61,6 @@ if [ -x scripts/mutants.sh ]; then
 fi
 
 step "benchmarks compile"
-cargo bench --workspace --no-run >/dev/null
+cargo build --workspace --benches
 
 step "all checks passed"

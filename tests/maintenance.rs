@@ -226,3 +226,22 @@ async fn check_timeout_bounds_a_check_on_borrow() {
     assert_eq!(pool.stats().check_failures, 2);
     assert_eq!(m.live(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_interval_sets_how_often_the_pool_is_swept() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .min_idle(1)
+        .max_size(2)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .maintenance_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    eventually("min_idle opened at start", MIN, || pool.status().idle == 1).await;
+    pool.get().await.unwrap().discard();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(pool.status().idle, 0, "not refilled before the next sweep");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(pool.status().idle, 1, "refilled by the next sweep");
+}
