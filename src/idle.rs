@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::backends::BackendEntry;
+use crate::events::CloseReason;
 use crate::sync::{Arc, ArrayQueue, Instant, Ordering};
 
 /// A connection and what the pool knows about it. Travels with the connection between the
@@ -56,6 +57,27 @@ impl Meta {
 
     pub(crate) fn idle_too_long(&self, now: Instant, idle_timeout: Option<Duration>) -> bool {
         idle_timeout.is_some_and(|t| now.saturating_duration_since(self.last_used) >= t)
+    }
+
+    /// Why this idle connection may not be handed out, if it may not: its backend left the
+    /// list, it outlived `max_lifetime`, or it sat idle past `idle_timeout`.
+    pub(crate) fn stale_reason(
+        &self,
+        now: Instant,
+        idle_timeout: Option<Duration>,
+    ) -> Option<CloseReason> {
+        let removed = self.backend.is_removed();
+        #[cfg(connpool_mutant = "get_ignores_removed")]
+        let removed = false;
+        if removed {
+            Some(CloseReason::BackendGone)
+        } else if self.expired(now) {
+            Some(CloseReason::Lifetime)
+        } else if self.idle_too_long(now, idle_timeout) {
+            Some(CloseReason::IdleTimeout)
+        } else {
+            None
+        }
     }
 
     /// Time since the connection last proved alive (used by a user, or checked).

@@ -8,6 +8,7 @@ mod backends;
 mod balance;
 mod builder;
 mod config;
+mod engine;
 pub mod discovery;
 mod error;
 mod events;

@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use crate::backends::Picked;
+use crate::engine::Permit;
 use crate::events::CloseReason;
 use crate::manager::Manager;
-use crate::pool::{Held, Permit, PoolInner};
+use crate::pool::{Held, PoolInner};
 use crate::sync::{Arc, Instant};
 
 /// The shortest pause between passes, whatever the settings.
@@ -69,7 +70,7 @@ impl<M: Manager> PoolInner<M> {
         if n == 0 || !self.admission.try_acquire() {
             return;
         }
-        let permit = Permit::new(self);
+        let permit = Permit::new(&self.admission);
         for _ in 0..n {
             if self.is_closed() {
                 break;
@@ -112,7 +113,7 @@ impl<M: Manager> PoolInner<M> {
             if !self.admission.try_acquire() {
                 return;
             }
-            let permit = Permit::new(self);
+            let permit = Permit::new(&self.admission);
             let entry = match self.backends.pick(self.config.balance, &[]) {
                 Picked::Dial(e) => e,
                 Picked::AllBackedOff(_) | Picked::None => return,

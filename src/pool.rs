@@ -7,17 +7,18 @@ use std::sync::Mutex;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::admission::{AcquireError, Admission};
+use crate::admission::AcquireError;
 use crate::backends::{Backend, BackendEntry, Backends, Picked};
 use crate::config::{Config, TestOnBorrow};
 use crate::discovery::UpdatesShared;
+use crate::engine::{Engine, Hooks, Permit};
 use crate::error::{BuildError, Error};
 use crate::events::{Callbacks, CloseReason, Event};
-use crate::idle::{Conn, IdleQueue, Meta};
+use crate::idle::{Conn, Meta};
 use crate::manager::Manager;
 use crate::pooled::Pooled;
 use crate::stats::{self, BackendStatus, Counters, Stats, Status};
-use crate::sync::{Arc, AtomicBool, AtomicUsize, CachePadded, Instant, Ordering, WaitQueue};
+use crate::sync::{Arc, Instant, Ordering, WaitQueue};
 
 /// A pool of connections spread over a live set of backends.
 ///
@@ -95,29 +96,16 @@ impl<M: Manager> fmt::Debug for Pool<M> {
 ///
 /// # Synchronization
 ///
-/// - `size` counts open connections (idle, lent, being opened or checked); it is raised
-///   *before* a connect starts and lowered when a connection is dropped, so it never
-///   under-counts. `in_use` counts lent connections. Both are gauges (Relaxed), except where
-///   noted at the close handshake.
-/// - Admission (see `admission.rs`) bounds the connections outside the idle queue; the idle
-///   queue's own Release/Acquire publishes a connection from the returner to the getter.
-/// - `closed` is stored SeqCst by `close_now` *before* it drains the idle queue, and loaded
-///   SeqCst by the return path *after* it pushes: one of the two always sees the other, so no
-///   connection is left in the queue of a closed pool.
+/// The admission, idle queue, gauges, return path and close handshake live in the
+/// runtime-agnostic [`Engine`] (see `engine.rs` for their protocol); `PoolInner` derefs to it
+/// and adds the manager, timers, counters and events (as the engine's [`Hooks`]).
 pub(crate) struct PoolInner<M: Manager> {
     pub(crate) manager: M,
     pub(crate) config: Config,
-    pub(crate) admission: Admission,
-    pub(crate) idle: IdleQueue<M::Connection>,
+    pub(crate) engine: Engine<M::Connection>,
     pub(crate) backends: Backends,
     pub(crate) counters: Counters,
     pub(crate) callbacks: Callbacks,
-    size: CachePadded<AtomicUsize>,
-    pub(crate) in_use: CachePadded<AtomicUsize>,
-    max_idle: AtomicUsize,
-    closed: AtomicBool,
-    /// Notified whenever a connection closes after the pool closed (close() waits on it).
-    drained: WaitQueue,
     /// Notified when the backend list changes (gets waiting for the first list wait on it).
     pub(crate) backends_changed: WaitQueue,
     /// Notified when the pool closes (background tasks wait on it).
@@ -182,25 +170,20 @@ impl<M: Manager> Pool<M> {
         if inner.is_closed() {
             return Err(Error::Closed);
         }
-        if !inner.admission.try_acquire_fair() {
-            stats::bump(&inner.counters.exhausted);
-            return Err(Error::Exhausted);
-        }
-        let permit = Permit { inner, armed: true };
-        let now = Instant::now();
-        while let Some(c) = inner.idle.pop() {
-            if let Some(reason) = inner.stale_reason(&c.meta, now) {
-                inner.close_conn(c, reason);
-                continue;
+        match inner
+            .engine
+            .try_take(Instant::now(), inner.config.idle_timeout, &**inner)
+        {
+            Some(c) => {
+                stats::bump(&inner.counters.hits);
+                stats::bump(&inner.counters.gets);
+                Ok(Pooled::new(Arc::clone(inner), c))
             }
-            stats::bump(&inner.counters.hits);
-            stats::bump(&inner.counters.gets);
-            permit.disarm();
-            return Ok(Pooled::new(Arc::clone(inner), inner.lend(c)));
+            None => {
+                stats::bump(&inner.counters.exhausted);
+                Err(Error::Exhausted)
+            }
         }
-        drop(permit);
-        stats::bump(&inner.counters.exhausted);
-        Err(Error::Exhausted)
     }
 
     /// The pool's gauges now, with one entry per backend in force.
@@ -237,13 +220,9 @@ impl<M: Manager> Pool<M> {
                 format!("must be in 1..={limit} (max_size_limit), got {n}"),
             ));
         }
-        inner.admission.resize(n);
-        // Relaxed: a limit read by the return path; a stale value only keeps one more idle
-        // connection for one return.
         inner
-            .max_idle
-            .store(inner.config.effective_max_idle(n).min(n), Ordering::Relaxed);
-        inner.shrink_idle();
+            .engine
+            .resize(n, inner.config.effective_max_idle(n).min(n), &**inner);
         Ok(())
     }
 
@@ -262,13 +241,7 @@ impl<M: Manager> Pool<M> {
     pub async fn close(&self) {
         let inner = self.inner();
         inner.close_now();
-        loop {
-            let listener = inner.drained.listen();
-            if inner.size() == 0 {
-                return;
-            }
-            listener.await;
-        }
+        inner.engine.drained().await;
     }
 
     /// `true` once [`close`](Self::close) was called (or the last handle dropped).
@@ -287,31 +260,6 @@ impl Drop for GetTrack<'_> {
     fn drop(&mut self) {
         if !self.done {
             stats::bump(&self.counters.cancelled);
-        }
-    }
-}
-
-/// A permit owned by a get in progress: released on drop unless handed to a `Pooled`.
-pub(crate) struct Permit<'a, M: Manager> {
-    inner: &'a PoolInner<M>,
-    armed: bool,
-}
-
-impl<'a, M: Manager> Permit<'a, M> {
-    /// Owns a permit the caller just acquired.
-    pub(crate) fn new(inner: &'a PoolInner<M>) -> Self {
-        Permit { inner, armed: true }
-    }
-
-    pub(crate) fn disarm(mut self) {
-        self.armed = false;
-    }
-}
-
-impl<M: Manager> Drop for Permit<'_, M> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.inner.admission.release();
         }
     }
 }
@@ -342,24 +290,6 @@ impl<M: Manager> Drop for Held<'_, M> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
             self.inner.close_conn(c, CloseReason::Cancelled);
-        }
-    }
-}
-
-/// Raises `size` (and the backend's) for a connect in progress; lowers it again on drop
-/// unless the connect succeeded.
-struct Opening<'a, M: Manager> {
-    inner: &'a PoolInner<M>,
-    backend: &'a BackendEntry,
-    armed: bool,
-}
-
-impl<M: Manager> Drop for Opening<'_, M> {
-    fn drop(&mut self) {
-        if self.armed {
-            // Relaxed: gauges (see PoolInner's synchronization notes).
-            self.backend.size.fetch_sub(1, Ordering::Relaxed);
-            self.inner.size_sub();
         }
     }
 }
@@ -429,44 +359,19 @@ impl<M: Manager> PoolInner<M> {
         let limit = config.effective_max_size_limit();
         PoolInner {
             manager,
-            admission: Admission::new(config.max_size),
-            idle: IdleQueue::new(limit),
+            engine: Engine::new(
+                config.max_size,
+                limit,
+                config.effective_max_idle(config.max_size),
+            ),
             backends,
             counters: Counters::default(),
             callbacks,
-            size: CachePadded::new(AtomicUsize::new(0)),
-            in_use: CachePadded::new(AtomicUsize::new(0)),
-            max_idle: AtomicUsize::new(config.effective_max_idle(config.max_size)),
-            closed: AtomicBool::new(false),
-            drained: WaitQueue::new(),
             backends_changed: WaitQueue::new(),
             shutdown: WaitQueue::new(),
             updates,
             last_connect_error: Mutex::new(None),
             config,
-        }
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        // SeqCst: the load half of the close handshake (see the struct docs).
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn size(&self) -> usize {
-        // Relaxed: a gauge.
-        self.size.load(Ordering::Relaxed)
-    }
-
-    /// A connection left the pool without being closed by it (`Pooled::detach`).
-    pub(crate) fn forget_one(&self) {
-        self.size_sub();
-    }
-
-    fn size_sub(&self) {
-        // Release: orders the connection's drop before a `close()` that sees the new size.
-        let before = self.size.fetch_sub(1, Ordering::Release);
-        if before == 1 && self.is_closed() {
-            self.drained.notify(usize::MAX);
         }
     }
 
@@ -480,7 +385,7 @@ impl<M: Manager> PoolInner<M> {
     async fn get_inner(
         &self,
         timeout: Duration,
-    ) -> Result<(Conn<M::Connection>, Permit<'_, M>), Error<M::Error>> {
+    ) -> Result<(Conn<M::Connection>, Permit<'_>), Error<M::Error>> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -502,22 +407,22 @@ impl<M: Manager> PoolInner<M> {
                 Err(_) => return Err(self.timed_out_waiting(start, true)),
             }
         }
-        let permit = Permit {
-            inner: self,
-            armed: true,
-        };
+        let permit = Permit::new(&self.admission);
         if self.is_closed() {
             return Err(Error::Closed);
         }
+        // A zero timeout means "never wait for a slot"; the connect and checks the get may
+        // still need are then bounded by connect_timeout and check_timeout alone.
+        let deadline = if timeout.is_zero() {
+            deadline_after(start, crate::config::MAX_DURATION)
+        } else {
+            deadline
+        };
 
         // 2. An idle connection.
         let mut now = Instant::now();
         loop {
-            while let Some(c) = self.idle.pop() {
-                if let Some(reason) = self.stale_reason(&c.meta, now) {
-                    self.close_conn(c, reason);
-                    continue;
-                }
+            while let Some(c) = self.engine.pop_fresh(now, self.config.idle_timeout, self) {
                 let mut held = Held {
                     inner: self,
                     conn: Some(c),
@@ -569,14 +474,6 @@ impl<M: Manager> PoolInner<M> {
         Ok((self.lend(c), permit))
     }
 
-    /// Marks a connection lent.
-    pub(crate) fn lend(&self, c: Conn<M::Connection>) -> Conn<M::Connection> {
-        // Relaxed: gauges.
-        self.in_use.fetch_add(1, Ordering::Relaxed);
-        c.meta.backend.in_use.fetch_add(1, Ordering::Relaxed);
-        c
-    }
-
     fn wants_check_on_borrow(&self, meta: &Meta, now: Instant) -> bool {
         match self.config.test_on_borrow {
             TestOnBorrow::Never => false,
@@ -587,15 +484,7 @@ impl<M: Manager> PoolInner<M> {
 
     /// Why an idle connection may not be handed out, if it may not.
     pub(crate) fn stale_reason(&self, meta: &Meta, now: Instant) -> Option<CloseReason> {
-        if meta.backend.is_removed() {
-            Some(CloseReason::BackendGone)
-        } else if meta.expired(now) {
-            Some(CloseReason::Lifetime)
-        } else if meta.idle_too_long(now, self.config.idle_timeout) {
-            Some(CloseReason::IdleTimeout)
-        } else {
-            None
-        }
+        meta.stale_reason(now, self.config.idle_timeout)
     }
 
     /// Runs `Manager::check` under `check_timeout` (and `deadline`), contained if it panics;
@@ -720,14 +609,7 @@ impl<M: Manager> PoolInner<M> {
         entry: &Arc<BackendEntry>,
         deadline: Option<Instant>,
     ) -> Result<Conn<M::Connection>, DialError<M::Error>> {
-        // Relaxed: gauges.
-        self.size.fetch_add(1, Ordering::Relaxed);
-        entry.size.fetch_add(1, Ordering::Relaxed);
-        let mut opening = Opening {
-            inner: self,
-            backend: entry,
-            armed: true,
-        };
+        let opening = self.engine.opening(entry);
         let started = Instant::now();
         let connect_deadline = deadline_after(started, self.config.connect_timeout);
         let limit = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
@@ -736,7 +618,7 @@ impl<M: Manager> PoolInner<M> {
             tokio::time::timeout_at(limit, catch(self.manager.connect(&entry.backend))).await;
         let (source, message) = match outcome {
             Ok(Ok(Ok(conn))) => {
-                opening.armed = false;
+                opening.opened();
                 stats::bump(&self.counters.connects);
                 self.backends.connect_ok(entry);
                 tracing::debug!(pool = %self.config.name, backend = addr, "connpool: connected");
@@ -811,129 +693,25 @@ impl<M: Manager> PoolInner<M> {
         }
     }
 
-    /// Closes a connection that is out of the queue and not lent: drops it (a panic in its
-    /// `Drop` is contained), lowers the gauges, counts the reason, logs and events it.
+    /// Closes a connection that is out of the queue and not lent (see [`Hooks::on_close`]).
     pub(crate) fn close_conn(&self, c: Conn<M::Connection>, reason: CloseReason) {
-        let Conn { conn, meta } = c;
-        if catch_unwind(AssertUnwindSafe(move || drop(conn))).is_err() {
-            tracing::error!(pool = %self.config.name, "connpool: a connection's Drop panicked");
-        }
-        let counter = match reason {
-            CloseReason::IdleTimeout | CloseReason::IdleFull | CloseReason::Shrunk => {
-                Some(&self.counters.closed_idle)
-            }
-            CloseReason::Lifetime => Some(&self.counters.closed_lifetime),
-            CloseReason::BackendGone => Some(&self.counters.closed_backend_gone),
-            CloseReason::PoolClosed => None,
-            _ => Some(&self.counters.closed_broken),
-        };
-        if let Some(c) = counter {
-            stats::bump(c);
-        }
-        let addr = meta.backend.backend.addr();
-        tracing::debug!(pool = %self.config.name, backend = addr, %reason, "connpool: connection closed");
-        self.emit(|f| {
-            f(&Event::Closed {
-                backend: addr,
-                reason,
-            })
-        });
-        // Relaxed: a gauge.
-        meta.backend.size.fetch_sub(1, Ordering::Relaxed);
-        self.size_sub();
+        self.engine.close_conn(c, reason, self);
     }
 
     /// The return path of a lent connection (called by `Pooled::drop`). Never blocks.
-    pub(crate) fn give_back(&self, mut c: Conn<M::Connection>, panicking: bool) {
-        // Relaxed: gauges.
-        self.in_use.fetch_sub(1, Ordering::Relaxed);
-        c.meta.backend.in_use.fetch_sub(1, Ordering::Relaxed);
-        let now = Instant::now();
-        let reason = if panicking {
-            Some(CloseReason::Panicked)
-        } else if self.is_closed() {
-            Some(CloseReason::PoolClosed)
-        } else if c.meta.backend.is_removed() {
-            Some(CloseReason::BackendGone)
-        } else if c.meta.expired(now) {
-            Some(CloseReason::Lifetime)
-        } else if !catch_unwind(AssertUnwindSafe(|| self.manager.is_reusable(&mut c.conn)))
-            .unwrap_or(false)
-        {
-            Some(CloseReason::NotReusable)
-        } else if self.size() > self.admission.max() {
-            Some(CloseReason::Shrunk)
-        } else if self.idle.len() >= self.max_idle.load(Ordering::Relaxed) {
-            // Relaxed: see `set_max_size`.
-            Some(CloseReason::IdleFull)
-        } else {
-            None
-        };
-        match reason {
-            Some(r) => self.close_conn(c, r),
-            None => {
-                c.meta.last_used = now;
-                #[cfg(not(connpool_mutant = "release_before_push"))]
-                self.requeue(c);
-                #[cfg(connpool_mutant = "release_before_push")]
-                {
-                    self.admission.release();
-                    self.requeue(c);
-                    return;
-                }
-            }
-        }
-        // After the push: a woken waiter finds the connection.
-        self.admission.release();
+    pub(crate) fn give_back(&self, c: Conn<M::Connection>, panicking: bool) {
+        self.engine.give_back(c, panicking, self);
     }
 
-    /// Puts a healthy connection back in the idle queue (closing it if the queue is full),
-    /// then makes sure a pool closed meanwhile does not keep it.
+    /// Puts a healthy connection back in the idle queue (see [`Engine::requeue`]).
     pub(crate) fn requeue(&self, c: Conn<M::Connection>) {
-        if let Err(c) = self.idle.push(c) {
-            self.close_conn(c, CloseReason::IdleFull);
-        }
-        // SeqCst: the load half of the close handshake; if `close_now` drained before our
-        // push, we see `closed` here and drain what we pushed.
-        if self.is_closed() {
-            self.drain_idle(CloseReason::PoolClosed);
-        }
+        self.engine.requeue(c, self);
     }
 
-    /// Closes every idle connection for which `reason_for` gives a reason (all, for close).
-    pub(crate) fn drain_idle(&self, reason: CloseReason) {
-        while let Some(c) = self.idle.pop() {
-            self.close_conn(c, reason);
-        }
-    }
-
-    /// Closes idle connections while the pool is above its (new) max_size.
-    fn shrink_idle(&self) {
-        while self.size() > self.admission.max() {
-            match self.idle.pop() {
-                Some(c) => self.close_conn(c, CloseReason::Shrunk),
-                None => break,
-            }
-        }
-    }
-
-    /// Closes the idle connections of removed backends. Each pass holds a permit, so the
-    /// connections it briefly takes out of the queue stay within the hard bound; when no
-    /// permit is free, the getters that pop them close them instead.
+    /// Closes the idle connections of removed backends (see [`Engine::purge_stale`]).
     pub(crate) fn purge_removed(&self) {
-        let n = self.idle.len();
-        if n == 0 || !self.admission.try_acquire() {
-            return;
-        }
-        let now = Instant::now();
-        for _ in 0..n {
-            let Some(c) = self.idle.pop() else { break };
-            match self.stale_reason(&c.meta, now) {
-                Some(reason) => self.close_conn(c, reason),
-                None => self.requeue(c),
-            }
-        }
-        self.admission.release();
+        self.engine
+            .purge_stale(Instant::now(), self.config.idle_timeout, self);
     }
 
     pub(crate) fn set_backends(&self, list: Vec<Backend>) {
@@ -966,21 +744,16 @@ impl<M: Manager> PoolInner<M> {
 
     /// The synchronous part of closing: stop admission and tasks, close idle connections.
     pub(crate) fn close_now(&self) {
-        // SeqCst: the store half of the close handshake (see the struct docs).
-        if self.closed.swap(true, Ordering::SeqCst) {
+        // The engine stops admission and closes the idle connections (first caller only).
+        if !self.engine.close(self) {
             return;
         }
-        tracing::debug!(pool = %self.config.name, "connpool: closing");
-        self.admission.close();
+        tracing::debug!(pool = %self.config.name, "connpool: closed");
         if let Some(u) = &self.updates {
             u.close();
         }
         self.shutdown.notify(usize::MAX);
         self.backends_changed.notify(usize::MAX);
-        self.drain_idle(CloseReason::PoolClosed);
-        if self.size() == 0 {
-            self.drained.notify(usize::MAX);
-        }
     }
 
     pub(crate) fn status(&self) -> Status {
@@ -1006,6 +779,47 @@ impl<M: Manager> PoolInner<M> {
                 })
                 .collect(),
         }
+    }
+}
+
+/// The engine's hooks: closing drops the connection (containing a panic in its `Drop`),
+/// counts the reason, logs and events it; reuse asks the manager (a panic means no).
+impl<M: Manager> Hooks<M::Connection> for PoolInner<M> {
+    fn on_close(&self, conn: M::Connection, meta: &Meta, reason: CloseReason) {
+        if catch_unwind(AssertUnwindSafe(move || drop(conn))).is_err() {
+            tracing::error!(pool = %self.config.name, "connpool: a connection's Drop panicked");
+        }
+        let counter = match reason {
+            CloseReason::IdleTimeout | CloseReason::IdleFull | CloseReason::Shrunk => {
+                Some(&self.counters.closed_idle)
+            }
+            CloseReason::Lifetime => Some(&self.counters.closed_lifetime),
+            CloseReason::BackendGone => Some(&self.counters.closed_backend_gone),
+            CloseReason::PoolClosed => None,
+            _ => Some(&self.counters.closed_broken),
+        };
+        if let Some(c) = counter {
+            stats::bump(c);
+        }
+        let addr = meta.backend.backend.addr();
+        tracing::debug!(pool = %self.config.name, backend = addr, %reason, "connpool: connection closed");
+        self.emit(|f| {
+            f(&Event::Closed {
+                backend: addr,
+                reason,
+            })
+        });
+    }
+
+    fn is_reusable(&self, conn: &mut M::Connection) -> bool {
+        catch_unwind(AssertUnwindSafe(|| self.manager.is_reusable(conn))).unwrap_or(false)
+    }
+}
+
+impl<M: Manager> std::ops::Deref for PoolInner<M> {
+    type Target = Engine<M::Connection>;
+    fn deref(&self) -> &Engine<M::Connection> {
+        &self.engine
     }
 }
 

@@ -4,11 +4,10 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use crate::backends::Backend;
-use crate::events::CloseReason;
 use crate::idle::Conn;
 use crate::manager::Manager;
 use crate::pool::PoolInner;
-use crate::sync::{Arc, Instant, Ordering};
+use crate::sync::{Arc, Instant};
 
 /// A connection lent by the pool. Derefs to `M::Connection`.
 ///
@@ -55,12 +54,7 @@ impl<M: Manager> Pooled<M> {
     /// unknown state); frees its slot. Counted as `closed_broken`.
     pub fn discard(mut self) {
         if let Some(c) = self.conn.take() {
-            let pool = &self.pool;
-            // Relaxed: gauges.
-            pool.in_use.fetch_sub(1, Ordering::Relaxed);
-            c.meta.backend.in_use.fetch_sub(1, Ordering::Relaxed);
-            pool.close_conn(c, CloseReason::Discarded);
-            pool.admission.release();
+            self.pool.engine.discard(c, &*self.pool);
         }
     }
 
@@ -71,14 +65,7 @@ impl<M: Manager> Pooled<M> {
             .conn
             .take()
             .expect("a Pooled holds its connection until dropped");
-        let pool = &self.pool;
-        // Relaxed: gauges.
-        pool.in_use.fetch_sub(1, Ordering::Relaxed);
-        c.meta.backend.in_use.fetch_sub(1, Ordering::Relaxed);
-        c.meta.backend.size.fetch_sub(1, Ordering::Relaxed);
-        pool.forget_one();
-        pool.admission.release();
-        c.conn
+        self.pool.engine.detach(c)
     }
 }
 
