@@ -113,9 +113,11 @@ async fn every_waiter_is_woken_by_back_to_back_releases() {
     assert_eq!(m.connects(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn zero_wait_timeout_fails_fast_with_exhausted() {
     let m = Faulty::new();
+    // Zero never waits for a slot, but a connect that takes time is still allowed.
+    m.connect_fault(Fault::Delay(Duration::from_millis(100)));
     let pool = pool(&m, 1).wait_timeout(Duration::ZERO).build().unwrap();
     let c = pool.get().await.unwrap();
     let err = pool.get().await.unwrap_err();
