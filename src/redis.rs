@@ -284,7 +284,11 @@ impl Manager for RedisManager {
     /// `CLIENT SETNAME` as the URL says), and spawns its driver task.
     async fn connect(&self, backend: &Backend) -> Result<RedisConnection, RedisError> {
         let target = self.target(backend);
-        let stream = target.dial().await?;
+        // The address goes into the error: the implicit backend's own address is empty.
+        let stream = target
+            .dial()
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("dialing {target}: {e}")))?;
         stream.set_nodelay(true)?;
         let config = AsyncConnectionConfig::new().set_response_timeout(self.response_timeout);
         let (inner, driver) =
