@@ -326,7 +326,10 @@ impl Manager for RedisManager {
         if !conn.is_reusable() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("redis connection to {} is not reusable ({:?})", conn.peer, conn.state),
+                format!(
+                    "redis connection to {} is not reusable ({:?})",
+                    conn.peer, conn.state
+                ),
             )
             .into());
         }
@@ -439,7 +442,10 @@ impl ConnectionLike for RedisConnection {
                 self.state.before(cmd, self.db);
             }
             // `atomic()` pipelines wrap their commands in MULTI/EXEC themselves: net effect nil.
-            let result = self.inner.req_packed_commands(pipeline, offset, count).await;
+            let result = self
+                .inner
+                .req_packed_commands(pipeline, offset, count)
+                .await;
             self.finish(&result);
             result
         })
@@ -544,12 +550,14 @@ impl State {
             } else {
                 self.set(Self::OTHER_DB);
             }
-        } else if is("AUTH") || is("HELLO") || is("RESET") || is("QUIT") {
-            self.set(Self::SESSION);
-        } else if is("CLIENT")
-            && args
-                .next()
-                .is_some_and(|sub| sub.eq_ignore_ascii_case(b"REPLY"))
+        } else if is("AUTH")
+            || is("HELLO")
+            || is("RESET")
+            || is("QUIT")
+            || (is("CLIENT")
+                && args
+                    .next()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(b"REPLY")))
         {
             self.set(Self::SESSION);
         }

@@ -73,7 +73,11 @@ async fn dirty_connections_are_closed_not_reused() {
         }
         assert!(!conn.is_reusable(), "{name}: connection should be dirty");
         drop(conn);
-        assert_eq!(not_reusable.load(Ordering::Relaxed), 1, "{name}: closed as not reusable");
+        assert_eq!(
+            not_reusable.load(Ordering::Relaxed),
+            1,
+            "{name}: closed as not reusable"
+        );
         assert!(
             server.wait_client_gone(dirty_id, GONE_WITHIN).await,
             "{name}: the server still lists the dirty connection {dirty_id}"
@@ -88,10 +92,17 @@ async fn dirty_connections_are_closed_not_reused() {
             .query_async(&mut *conn)
             .await
             .expect("GET on the fresh connection");
-        assert_eq!(v, None, "{name}: the MULTI was never executed, and GET is not QUEUED");
+        assert_eq!(
+            v, None,
+            "{name}: the MULTI was never executed, and GET is not QUEUED"
+        );
         drop(conn);
         let stats = pool.stats();
-        assert_eq!((stats.misses, stats.closed_broken), (2, 1), "{name}: {stats:?}");
+        assert_eq!(
+            (stats.misses, stats.closed_broken),
+            (2, 1),
+            "{name}: {stats:?}"
+        );
         pool.close().await;
         assert_eq!(
             server.wait_clients(name, GONE_WITHIN, |n| n == 0).await,
@@ -119,7 +130,10 @@ async fn closed_transactions_and_error_replies_keep_the_connection() {
         .await
         .expect_err("an error reply");
     assert!(err.to_string().contains("backend conn reset"), "{err}");
-    assert!(!err.is_io_error() && !err.is_connection_dropped(), "{err:?}");
+    assert!(
+        !err.is_io_error() && !err.is_connection_dropped(),
+        "{err:?}"
+    );
     // WRONGTYPE, and an integer error.
     redis::cmd("SET")
         .arg("s")
@@ -142,14 +156,32 @@ async fn closed_transactions_and_error_replies_keep_the_connection() {
     // A transaction closed by EXEC, one closed by DISCARD, a WATCH closed by UNWATCH.
     let v: Value = redis::cmd("MULTI").query_async(&mut *conn).await.unwrap();
     assert_eq!(v, Value::Okay);
-    let v: Value = redis::cmd("SET").arg("t").arg(1).query_async(&mut *conn).await.unwrap();
+    let v: Value = redis::cmd("SET")
+        .arg("t")
+        .arg(1)
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
     assert_eq!(v, Value::SimpleString("QUEUED".into()));
     let v: Vec<Value> = redis::cmd("EXEC").query_async(&mut *conn).await.unwrap();
     assert_eq!(v, [Value::Okay]);
-    redis::cmd("MULTI").query_async::<()>(&mut *conn).await.unwrap();
-    redis::cmd("DISCARD").query_async::<()>(&mut *conn).await.unwrap();
-    redis::cmd("WATCH").arg("t").query_async::<()>(&mut *conn).await.unwrap();
-    redis::cmd("UNWATCH").query_async::<()>(&mut *conn).await.unwrap();
+    redis::cmd("MULTI")
+        .query_async::<()>(&mut *conn)
+        .await
+        .unwrap();
+    redis::cmd("DISCARD")
+        .query_async::<()>(&mut *conn)
+        .await
+        .unwrap();
+    redis::cmd("WATCH")
+        .arg("t")
+        .query_async::<()>(&mut *conn)
+        .await
+        .unwrap();
+    redis::cmd("UNWATCH")
+        .query_async::<()>(&mut *conn)
+        .await
+        .unwrap();
     // An atomic pipeline (MULTI ... EXEC in one go) with a failing command inside.
     let r: redis::RedisResult<(i64, i64)> = redis::pipe()
         .atomic()
@@ -161,7 +193,11 @@ async fn closed_transactions_and_error_replies_keep_the_connection() {
         .await;
     assert!(r.is_err(), "INCR on a string fails inside EXEC");
     // SELECT of the URL's own database is harmless.
-    redis::cmd("SELECT").arg(0).query_async::<()>(&mut *conn).await.unwrap();
+    redis::cmd("SELECT")
+        .arg(0)
+        .query_async::<()>(&mut *conn)
+        .await
+        .unwrap();
     assert!(conn.is_reusable(), "{conn:?}");
     drop(conn);
 
@@ -169,7 +205,11 @@ async fn closed_transactions_and_error_replies_keep_the_connection() {
     assert_eq!(client_id(&mut conn).await, id, "the connection was reused");
     drop(conn);
     let stats = pool.stats();
-    assert_eq!((stats.misses, stats.hits, stats.closed_broken), (1, 1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.misses, stats.hits, stats.closed_broken),
+        (1, 1, 0),
+        "{stats:?}"
+    );
     assert_eq!(not_reusable.load(Ordering::Relaxed), 0);
     pool.close().await;
 }
@@ -225,7 +265,11 @@ async fn url_password_database_and_client_name_apply() {
         .query_async::<()>(&mut *a)
         .await
         .unwrap();
-    let v: String = redis::cmd("GET").arg("where").query_async(&mut *b).await.unwrap();
+    let v: String = redis::cmd("GET")
+        .arg("where")
+        .query_async(&mut *b)
+        .await
+        .unwrap();
     assert_eq!(v, "db3");
     let clients = server.clients_named("tmpl");
     assert_eq!(clients.len(), 2, "{clients:?}");
@@ -262,20 +306,22 @@ async fn url_password_database_and_client_name_apply() {
         .build()
         .unwrap();
     let err = pool.get().await.expect_err("nothing listens");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     pool.close().await;
 }
 
 #[tokio::test]
 async fn a_connection_the_server_closed_is_replaced_on_borrow() {
     let server = RedisServer::start();
-    let pool = Pool::builder(
-        RedisManager::new(&format!("{}/?client_name=killed", server.url())).unwrap(),
-    )
-    .max_size(1)
-    .test_on_borrow(TestOnBorrow::Always)
-    .build()
-    .unwrap();
+    let pool =
+        Pool::builder(RedisManager::new(&format!("{}/?client_name=killed", server.url())).unwrap())
+            .max_size(1)
+            .test_on_borrow(TestOnBorrow::Always)
+            .build()
+            .unwrap();
     let mut conn = pool.get().await.unwrap();
     let id = client_id(&mut conn).await;
     drop(conn);
@@ -303,7 +349,11 @@ async fn async_commands_and_detach_work() {
     assert_eq!(n, 42);
     // A detached connection keeps working outside the pool, and closes when dropped.
     let mut own = conn.detach();
-    let id: u64 = redis::cmd("CLIENT").arg("ID").query_async(&mut own).await.unwrap();
+    let id: u64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut own)
+        .await
+        .unwrap();
     let v: i64 = own.get("ac").await.unwrap();
     assert_eq!(v, 42);
     assert_eq!(pool.status().size, 0);

@@ -298,7 +298,10 @@ impl RedisServer {
             }
             if Instant::now() >= deadline {
                 self.kill();
-                return Err(format!("redis-server on port {} did not answer PING", self.port));
+                return Err(format!(
+                    "redis-server on port {} did not answer PING",
+                    self.port
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -341,7 +344,12 @@ fn read_resp(r: &mut impl BufRead) -> io::Result<Resp> {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     let line = line.trim_end_matches("\r\n");
-    let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"));
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad RESP line {line:?}"),
+        )
+    };
     let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
     Ok(match kind {
         "+" => Resp::Simple(rest.to_owned()),
