@@ -1,0 +1,1135 @@
+//! [`Etcd`]: backends registered in etcd, through the v3 API (a key prefix, watched with the
+//! `etcd-client` crate) or the v2 API (Codis 3's `/jodis/<product>` directory, followed by
+//! HTTP long-poll, since codis-proxy registers through v2 and v2 keys are invisible to v3).
+//!
+//! # v3 (`Etcd::prefix`)
+//!
+//! Read every key under the prefix at revision `R`, publish, then watch the prefix from
+//! `R + 1`, so no change between the read and the watch is lost. Each watch event updates the
+//! list (a put parses the value, a delete drops the key) and the complete list is published
+//! when it changed. The last revision seen is kept: after any failure (etcd restarted, a
+//! connection broken by the HTTP/2 keep-alive, a watch that stopped answering progress
+//! requests) a new client resumes the watch from that revision, so every change made
+//! meanwhile is replayed (the Kubernetes reflector's scheme). If that revision was compacted
+//! (the watch is cancelled with a `compact_revision`) or the store's revision went backwards
+//! (a restored or wiped data dir), everything is read again and watched from the new revision.
+//!
+//! # v2 (`Etcd::codis3`)
+//!
+//! `GET /v2/keys/<dir>?recursive=true` gives the children and the store index `X` (header
+//! `X-Etcd-Index`); `GET ...?wait=true&recursive=true&waitIndex=X+1` long-polls for the next
+//! change, after which the directory is read again. A long-poll that ends quietly after
+//! `poll_timeout` advances the wait index to the index the server reported when the wait began
+//! (nothing under the directory changed up to it); an "event index cleared" error (etcd keeps
+//! the last 1,000 v2 events) and any failure lead to a full re-read.
+//!
+//! In both modes the last list stays in force while etcd is unreachable (nothing is published),
+//! every failure is reported with `Updates::report_error` and retried after a capped,
+//! jittered backoff, and malformed values are skipped with `Updates::warn` (once per value).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, WatchOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{sleep, timeout, timeout_at, Instant};
+
+use super::node::{parse_node, NodeData};
+use super::{Discovery, Updates};
+use crate::backends::Backend;
+use crate::error::DiscoveryError;
+
+/// Follows backends registered in etcd: under a key prefix (v3 API) or in Codis 3's
+/// `/jodis/<product>` directory (v2 API).
+///
+/// Values are JSON (the address under `addr`, `proxy_addr` or `proto_addr`; a `state` other
+/// than `"online"` or `"online": false` means offline) or plain `host:port`. Constructors
+/// connect nothing; the pool's discovery task does, in [`Discovery::run`].
+///
+/// ```no_run
+/// use connpool::discovery::Etcd;
+/// # #[derive(Clone)] struct M;
+/// # impl connpool::Manager for M {
+/// #     type Connection = (); type Error = std::io::Error;
+/// #     async fn connect(&self, _: &connpool::Backend) -> Result<(), std::io::Error> { Ok(()) }
+/// #     async fn check(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+/// # }
+/// # async fn demo() {
+/// let pool = connpool::Pool::builder(M)
+///     .discovery(Etcd::prefix(&["127.0.0.1:2379"], "/services/redis/"))
+///     .build()
+///     .unwrap();
+/// let conn = pool.get().await.unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Etcd {
+    endpoints: Vec<String>,
+    source: Source,
+    request_timeout: Duration,
+    keep_alive: (Duration, Duration),
+    progress_interval: Duration,
+    poll_timeout: Duration,
+    backoff: (Duration, Duration),
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    /// v3: every key starting with this prefix.
+    Prefix(String),
+    /// v2: the direct children of this directory (no trailing slash).
+    V2Dir(String),
+}
+
+/// The shortest duration a knob accepts (zero would make every request fail at once).
+const MIN_KNOB: Duration = Duration::from_millis(10);
+/// Bodies above this are refused (a v2 directory listing of proxies is a few KiB).
+const MAX_BODY: usize = 64 << 20;
+/// Response headers above this are refused.
+const MAX_HEAD: usize = 64 << 10;
+
+impl Etcd {
+    fn new(endpoints: &[&str], source: Source) -> Etcd {
+        Etcd {
+            endpoints: endpoints
+                .iter()
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            source,
+            request_timeout: Duration::from_secs(5),
+            keep_alive: (Duration::from_secs(10), Duration::from_secs(5)),
+            progress_interval: Duration::from_secs(5),
+            poll_timeout: Duration::from_secs(10),
+            backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+        }
+    }
+
+    /// Every key under `prefix`, through the v3 API. End the prefix with `/` if it names a
+    /// directory (`"/services/redis"` would also match `"/services/redis2/..."`).
+    /// `endpoints` are `host:port` or `http://host:port`.
+    ///
+    /// ```no_run
+    /// use connpool::discovery::Etcd;
+    /// let d = Etcd::prefix(&["10.0.0.1:2379", "10.0.0.2:2379"], "/services/redis/");
+    /// ```
+    pub fn prefix(endpoints: &[&str], prefix: &str) -> Etcd {
+        Etcd::new(endpoints, Source::Prefix(prefix.to_owned()))
+    }
+
+    /// The Codis 3 proxies of `product`: the children of `/jodis/<product>`, where
+    /// codis-proxy publishes itself (its `jodis_name = "etcd"` setting), read through the
+    /// **v2** API by HTTP long-poll (etcd must run with `--enable-v2=true`; etcd 3.4 and
+    /// later disable v2 by default). `endpoints` are `host:port` or `http://host:port`.
+    ///
+    /// ```no_run
+    /// use connpool::discovery::Etcd;
+    /// let d = Etcd::codis3(&["127.0.0.1:2379"], "codis-demo");
+    /// ```
+    pub fn codis3(endpoints: &[&str], product: &str) -> Etcd {
+        let product = product.trim_matches('/');
+        Etcd::new(endpoints, Source::V2Dir(format!("/jodis/{product}")))
+    }
+
+    /// Bounds connecting, each read, creating a watch, a progress request's answer, and the
+    /// wait for a v2 long-poll's response headers. Default 5 s (at least 10 ms).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let d = connpool::discovery::Etcd::prefix(&["127.0.0.1:2379"], "/svc/")
+    ///     .request_timeout(Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn request_timeout(mut self, d: Duration) -> Etcd {
+        self.request_timeout = d.max(MIN_KNOB);
+        self
+    }
+
+    /// v3: HTTP/2 keep-alive PING every `interval`; a PING not answered within `timeout`
+    /// breaks the connection (and the watch), so a frozen server or a dead network path is
+    /// noticed instead of hanging the watch. Default 10 s and 5 s. etcd's
+    /// `--grpc-keepalive-min-time` (default 5 s) closes connections that ping more often.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let d = connpool::discovery::Etcd::prefix(&["127.0.0.1:2379"], "/svc/")
+    ///     .keep_alive(Duration::from_secs(30), Duration::from_secs(10));
+    /// ```
+    #[must_use]
+    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Etcd {
+        self.keep_alive = (interval.max(MIN_KNOB), timeout.max(MIN_KNOB));
+        self
+    }
+
+    /// v3: after this long without any message on the watch stream, ask etcd for a progress
+    /// notification; if nothing arrives within `request_timeout` after that, the watch is
+    /// deemed silent and is re-established (resuming from the last revision seen).
+    /// Default 5 s, so a silent watch is replaced within about 10 s.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let d = connpool::discovery::Etcd::prefix(&["127.0.0.1:2379"], "/svc/")
+    ///     .progress_interval(Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn progress_interval(mut self, d: Duration) -> Etcd {
+        self.progress_interval = d.max(MIN_KNOB);
+        self
+    }
+
+    /// v2: how long one long-poll may wait for a change before it is ended and re-issued
+    /// (quietly). A server that freezes mid-poll is noticed within `poll_timeout +
+    /// request_timeout`. Default 10 s.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let d = connpool::discovery::Etcd::codis3(&["127.0.0.1:2379"], "demo")
+    ///     .poll_timeout(Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn poll_timeout(mut self, d: Duration) -> Etcd {
+        self.poll_timeout = d.max(MIN_KNOB);
+        self
+    }
+
+    /// Retry delays after a failure: from `base`, doubling per consecutive failure, capped at
+    /// `max`, each jittered down by up to half. Default 100 ms and 5 s.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let d = connpool::discovery::Etcd::prefix(&["127.0.0.1:2379"], "/svc/")
+    ///     .backoff(Duration::from_millis(50), Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Etcd {
+        let base = base.max(MIN_KNOB);
+        self.backoff = (base, max.max(base));
+        self
+    }
+}
+
+impl Discovery for Etcd {
+    async fn run(&self, updates: Updates) -> Result<(), DiscoveryError> {
+        if self.endpoints.is_empty() {
+            return Err(DiscoveryError::new("etcd: no endpoints given"));
+        }
+        let work = async {
+            match &self.source {
+                Source::Prefix(prefix) => self.run_v3(&updates, prefix).await,
+                Source::V2Dir(dir) => self.run_v2(&updates, dir).await,
+            }
+        };
+        tokio::select! {
+            () = updates.closed() => Ok(()),
+            r = work => r,
+        }
+    }
+}
+
+// ---- shared ---------------------------------------------------------------------------------
+
+/// Capped exponential backoff, jittered down by up to half.
+struct Backoff {
+    base: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    fn new((base, max): (Duration, Duration)) -> Backoff {
+        Backoff {
+            base,
+            max,
+            failures: 0,
+        }
+    }
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+    fn next_delay(&mut self) -> Duration {
+        let raw = self
+            .base
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(self.max);
+        self.failures = self.failures.saturating_add(1);
+        raw.mul_f64(0.5 + fastrand::f64() * 0.5)
+    }
+}
+
+/// What the adapter knows: one entry per key, the backend if it is online.
+#[derive(Default)]
+struct Listing {
+    nodes: BTreeMap<String, Option<Backend>>,
+    /// Malformed values already warned about: key → the value's revision/modified index.
+    warned: HashMap<String, i64>,
+    /// The list last published in this run (`None`: nothing published yet).
+    published: Option<Vec<Backend>>,
+}
+
+impl Listing {
+    /// Parses and records `key`'s value; warns (once per `version`) and drops it if malformed.
+    fn put(&mut self, updates: &Updates, key: &str, value: &[u8], version: i64) {
+        match parse_node(key, value) {
+            Ok(NodeData::Online(b)) => {
+                self.warned.remove(key);
+                self.nodes.insert(key.to_owned(), Some(b));
+            }
+            Ok(NodeData::Offline) => {
+                self.warned.remove(key);
+                self.nodes.insert(key.to_owned(), None);
+            }
+            Err(why) => {
+                self.nodes.remove(key);
+                if self.warned.get(key) != Some(&version) {
+                    self.warned.insert(key.to_owned(), version);
+                    tracing::warn!(key, "connpool: etcd: skipping malformed entry: {why}");
+                    updates.warn(&format!("etcd: skipping malformed entry: {why}"));
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.nodes.remove(key);
+        self.warned.remove(key);
+    }
+
+    /// Publishes the complete list if it differs from the last one published.
+    fn publish(&mut self, updates: &Updates) {
+        let list: Vec<Backend> = self.nodes.values().flatten().cloned().collect();
+        if self.published.as_ref() != Some(&list) {
+            tracing::debug!(
+                backends = list.len(),
+                "connpool: etcd: publishing the backend list"
+            );
+            updates.publish(list.clone());
+            self.published = Some(list);
+        }
+    }
+}
+
+fn report(updates: &Updates, message: &str) {
+    tracing::warn!("connpool: {message}");
+    updates.report_error(message);
+}
+
+// ---- v3 ---------------------------------------------------------------------------------------
+
+/// Why a v3 session ended.
+enum V3End {
+    /// Read everything again with the same client (compaction, store went backwards).
+    Reread,
+    /// Drop the client, back off, reconnect (and resume from the last revision).
+    Reconnect(String),
+}
+
+impl Etcd {
+    async fn run_v3(&self, updates: &Updates, prefix: &str) -> Result<(), DiscoveryError> {
+        let mut listing = Listing::default();
+        // The last revision whose changes are all in `listing`; `None`: read everything.
+        let mut revision: Option<i64> = None;
+        let mut backoff = Backoff::new(self.backoff);
+        let options = ConnectOptions::new()
+            .with_keep_alive(self.keep_alive.0, self.keep_alive.1)
+            .with_keep_alive_while_idle(false)
+            .with_connect_timeout(self.request_timeout)
+            .with_require_leader(true);
+        loop {
+            let client = match timeout(
+                self.request_timeout,
+                Client::connect(&self.endpoints, Some(options.clone())),
+            )
+            .await
+            {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(e)) => {
+                    report(
+                        updates,
+                        &format!("etcd: connecting to {:?}: {e}", self.endpoints),
+                    );
+                    None
+                }
+                Err(_) => {
+                    report(
+                        updates,
+                        &format!(
+                            "etcd: connecting to {:?} timed out after {:?}",
+                            self.endpoints, self.request_timeout
+                        ),
+                    );
+                    None
+                }
+            };
+            if let Some(client) = client {
+                loop {
+                    match self
+                        .v3_session(
+                            &client,
+                            updates,
+                            prefix,
+                            &mut listing,
+                            &mut revision,
+                            &mut backoff,
+                        )
+                        .await
+                    {
+                        V3End::Reread => revision = None,
+                        V3End::Reconnect(why) => {
+                            report(updates, &why);
+                            break;
+                        }
+                    }
+                }
+            }
+            sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Reads (if `revision` is `None`) and watches until something ends the watch.
+    async fn v3_session(
+        &self,
+        client: &Client,
+        updates: &Updates,
+        prefix: &str,
+        listing: &mut Listing,
+        revision: &mut Option<i64>,
+        backoff: &mut Backoff,
+    ) -> V3End {
+        let rt = self.request_timeout;
+        let start = match *revision {
+            Some(r) => r,
+            None => {
+                let mut kv = client.kv_client();
+                let resp = match timeout(rt, kv.get(prefix, Some(GetOptions::new().with_prefix())))
+                    .await
+                {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => {
+                        return V3End::Reconnect(format!("etcd: reading {prefix:?}: {e}"))
+                    }
+                    Err(_) => {
+                        return V3End::Reconnect(format!(
+                            "etcd: reading {prefix:?} timed out after {rt:?}"
+                        ))
+                    }
+                };
+                let Some(rev) = resp.header().map(|h| h.revision()) else {
+                    return V3End::Reconnect("etcd: range response without a header".into());
+                };
+                listing.nodes.clear();
+                for kv in resp.kvs() {
+                    let key = String::from_utf8_lossy(kv.key());
+                    listing.put(updates, &key, kv.value(), kv.mod_revision());
+                }
+                listing.publish(updates);
+                tracing::debug!(prefix, revision = rev, "connpool: etcd: read the prefix");
+                *revision = Some(rev);
+                rev
+            }
+        };
+
+        let mut wc = client.watch_client();
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(start.saturating_add(1));
+        let mut stream = match timeout(rt, wc.watch(prefix, Some(opts))).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return V3End::Reconnect(format!("etcd: watching {prefix:?}: {e}")),
+            Err(_) => {
+                return V3End::Reconnect(format!(
+                    "etcd: watching {prefix:?} timed out after {rt:?}"
+                ))
+            }
+        };
+
+        let mut last_message = Instant::now();
+        // When a progress request went out with no message since; `None`: none pending.
+        let mut progress_asked: Option<Instant> = None;
+        let mut created = false;
+        loop {
+            let deadline = if !created {
+                last_message + rt
+            } else {
+                match progress_asked {
+                    Some(at) => at + rt,
+                    None => last_message + self.progress_interval,
+                }
+            };
+            let msg = match timeout_at(deadline, stream.message()).await {
+                Ok(m) => m,
+                Err(_) if !created => {
+                    return V3End::Reconnect(format!(
+                        "etcd: watch on {prefix:?} not created within {rt:?}"
+                    ))
+                }
+                Err(_) if progress_asked.is_some() => {
+                    return V3End::Reconnect(format!(
+                        "etcd: watch on {prefix:?} silent for {:?} (no answer to a progress \
+                         request); re-watching",
+                        last_message.elapsed()
+                    ))
+                }
+                Err(_) => {
+                    if let Err(e) = stream.request_progress().await {
+                        return V3End::Reconnect(format!("etcd: progress request: {e}"));
+                    }
+                    progress_asked = Some(Instant::now());
+                    continue;
+                }
+            };
+            let resp = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    return V3End::Reconnect(format!("etcd: watch stream on {prefix:?} ended"))
+                }
+                Err(e) => return V3End::Reconnect(format!("etcd: watch on {prefix:?}: {e}")),
+            };
+            last_message = Instant::now();
+            progress_asked = None;
+
+            if resp.canceled() {
+                let compacted = resp.compact_revision();
+                if compacted > 0 {
+                    report(
+                        updates,
+                        &format!(
+                            "etcd: watch on {prefix:?} from revision {} cancelled: compacted up \
+                             to {compacted}; reading everything again",
+                            start.saturating_add(1)
+                        ),
+                    );
+                    return V3End::Reread;
+                }
+                return V3End::Reconnect(format!(
+                    "etcd: watch on {prefix:?} cancelled: {}",
+                    resp.cancel_reason()
+                ));
+            }
+            if resp.created() && !created {
+                created = true;
+                backoff.reset();
+                let now = resp.header().map(|h| h.revision()).unwrap_or(i64::MAX);
+                if now < start {
+                    report(
+                        updates,
+                        &format!(
+                            "etcd: the store's revision went back from {start} to {now} \
+                             (restored or new data dir); reading everything again"
+                        ),
+                    );
+                    return V3End::Reread;
+                }
+                tracing::debug!(prefix, from = start + 1, "connpool: etcd: watching");
+            }
+            let events = resp.events();
+            if events.is_empty() {
+                continue;
+            }
+            for ev in events {
+                let Some(kv) = ev.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key());
+                // A delete event carries a tombstone: version 0 ("a deletion resets the
+                // version to zero"); a put's version is at least 1. (Not `event_type()`,
+                // which panics on a type it does not know.)
+                if kv.version() == 0 {
+                    listing.delete(&key);
+                } else {
+                    listing.put(updates, &key, kv.value(), kv.mod_revision());
+                }
+                if kv.mod_revision() > revision.unwrap_or(0) {
+                    *revision = Some(kv.mod_revision());
+                }
+            }
+            listing.publish(updates);
+        }
+    }
+}
+
+// ---- v2 ---------------------------------------------------------------------------------------
+
+/// A v2 endpoint: `host:port` (an `http://` prefix and a trailing `/` are accepted).
+fn v2_endpoint(e: &str) -> Result<String, String> {
+    if e.starts_with("https://") {
+        return Err(format!(
+            "etcd v2: endpoint {e:?}: https is not supported by the v2 long-poll client"
+        ));
+    }
+    let hp = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
+    if hp.is_empty() || hp.contains('/') || hp.contains(char::is_whitespace) {
+        return Err(format!("etcd v2: endpoint {e:?} is not host:port"));
+    }
+    Ok(hp.to_owned())
+}
+
+/// What a v2 directory read returned.
+#[derive(Debug, PartialEq)]
+struct V2Listing {
+    /// The store index the listing is current at (`X-Etcd-Index`, else the error's `index`).
+    index: u64,
+    /// (key, value, modifiedIndex) of each direct child that holds a value.
+    children: Vec<(String, String, i64)>,
+}
+
+/// A v2 error body: `{"errorCode":401,"message":"...","cause":"...","index":N}`.
+fn v2_error(v: &serde_json::Value) -> Option<(i64, String, Option<u64>)> {
+    let code = v.get("errorCode")?.as_i64()?;
+    let message = v.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    let cause = v.get("cause").and_then(|m| m.as_str()).unwrap_or("");
+    let index = v.get("index").and_then(|i| i.as_u64());
+    Some((code, format!("{message} ({cause})"), index))
+}
+
+/// Parses the reply to `GET /v2/keys<dir>?recursive=true`. A missing directory (error 100,
+/// "Key not found") is an empty listing.
+fn parse_v2_listing(
+    status: u16,
+    etcd_index: Option<u64>,
+    body: &[u8],
+) -> Result<V2Listing, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "etcd v2: HTTP {status}: body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )
+    })?;
+    if let Some((code, message, index)) = v2_error(&v) {
+        return if code == 100 {
+            Ok(V2Listing {
+                index: etcd_index.or(index).unwrap_or(0),
+                children: Vec::new(),
+            })
+        } else {
+            Err(format!("etcd v2: error {code}: {message}"))
+        };
+    }
+    if status != 200 {
+        return Err(format!("etcd v2: unexpected HTTP status {status}"));
+    }
+    let index = etcd_index.ok_or("etcd v2: reply without an X-Etcd-Index header")?;
+    let node = v.get("node").ok_or("etcd v2: reply without a node")?;
+    let mut children = Vec::new();
+    if node.get("dir").and_then(|d| d.as_bool()) != Some(true) {
+        return Err(format!(
+            "etcd v2: {} is a key, not a directory",
+            node.get("key").and_then(|k| k.as_str()).unwrap_or("?")
+        ));
+    }
+    if let Some(nodes) = node.get("nodes").and_then(|n| n.as_array()) {
+        for child in nodes {
+            if child.get("dir").and_then(|d| d.as_bool()) == Some(true) {
+                continue;
+            }
+            let Some(key) = child.get("key").and_then(|k| k.as_str()) else {
+                continue;
+            };
+            let value = child
+                .get("value")
+                .and_then(|x| x.as_str())
+                .unwrap_or("")
+                .to_owned();
+            let modified = child
+                .get("modifiedIndex")
+                .and_then(|m| m.as_i64())
+                .unwrap_or(0);
+            children.push((key.to_owned(), value, modified));
+        }
+    }
+    Ok(V2Listing { index, children })
+}
+
+/// What a completed long-poll said.
+#[derive(Debug, PartialEq)]
+enum V2Wait {
+    /// Something under the directory changed (at this modified index, if given).
+    Changed(Option<u64>),
+    /// The wait index is older than the server's event history: read everything again.
+    Cleared(String),
+}
+
+fn parse_v2_wait(status: u16, body: &[u8]) -> Result<V2Wait, String> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "etcd v2: watch: HTTP {status}: body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        )
+    })?;
+    if let Some((code, message, _)) = v2_error(&v) {
+        return if code == 401 {
+            Ok(V2Wait::Cleared(message))
+        } else {
+            Err(format!("etcd v2: watch: error {code}: {message}"))
+        };
+    }
+    if status != 200 || v.get("action").is_none() {
+        return Err(format!("etcd v2: watch: unexpected reply (HTTP {status})"));
+    }
+    Ok(V2Wait::Changed(
+        v.get("node")
+            .and_then(|n| n.get("modifiedIndex"))
+            .and_then(|m| m.as_u64()),
+    ))
+}
+
+impl Etcd {
+    async fn run_v2(&self, updates: &Updates, dir: &str) -> Result<(), DiscoveryError> {
+        let mut endpoints = Vec::new();
+        for e in &self.endpoints {
+            match v2_endpoint(e) {
+                Ok(hp) => endpoints.push(hp),
+                Err(why) => report(updates, &why),
+            }
+        }
+        if endpoints.is_empty() {
+            return Err(DiscoveryError::new(format!(
+                "etcd v2: no usable endpoint in {:?}",
+                self.endpoints
+            )));
+        }
+        let mut at = fastrand::usize(..endpoints.len());
+        let mut listing = Listing::default();
+        let mut backoff = Backoff::new(self.backoff);
+        // The store index the listing is current at; `None`: read everything.
+        let mut index: Option<u64> = None;
+        let rt = self.request_timeout;
+        loop {
+            let ep = &endpoints[at];
+            let failure = match index {
+                None => {
+                    let path = format!("/v2/keys{dir}?recursive=true&sorted=true");
+                    match http_get(ep, &path, rt, rt).await {
+                        Ok(resp) => {
+                            match parse_v2_listing(resp.status, resp.etcd_index, &resp.body) {
+                                Ok(l) => {
+                                    listing.nodes.clear();
+                                    for (key, value, modified) in &l.children {
+                                        listing.put(updates, key, value.as_bytes(), *modified);
+                                    }
+                                    listing.publish(updates);
+                                    index = Some(l.index);
+                                    None
+                                }
+                                Err(why) => Some(format!("{why} (reading {dir} at {ep})")),
+                            }
+                        }
+                        Err(e) => Some(format!("etcd v2: reading {dir} at {ep}: {e}")),
+                    }
+                }
+                Some(i) => {
+                    let path = format!(
+                        "/v2/keys{dir}?wait=true&recursive=true&waitIndex={}",
+                        i.saturating_add(1)
+                    );
+                    match http_get(ep, &path, rt, self.poll_timeout).await {
+                        Ok(resp) => match parse_v2_wait(resp.status, &resp.body) {
+                            Ok(V2Wait::Changed(m)) => {
+                                tracing::debug!(dir, modified = ?m, "connpool: etcd v2: change");
+                                backoff.reset();
+                                index = None;
+                                None
+                            }
+                            Ok(V2Wait::Cleared(why)) => {
+                                index = None;
+                                report(
+                                    updates,
+                                    &format!(
+                                        "etcd v2: watch on {dir} from index {}: event index \
+                                         cleared ({why}); reading everything again",
+                                        i + 1
+                                    ),
+                                );
+                                continue;
+                            }
+                            Err(why) => Some(why),
+                        },
+                        Err(HttpError::BodyTimeout { etcd_index }) => {
+                            // A quiet poll: nothing under `dir` changed up to the index the
+                            // server reported when the wait began.
+                            backoff.reset();
+                            if let Some(x) = etcd_index {
+                                index = Some(i.max(x));
+                            }
+                            None
+                        }
+                        Err(e) => Some(format!("etcd v2: watching {dir} at {ep}: {e}")),
+                    }
+                }
+            };
+            if let Some(why) = failure {
+                report(updates, &why);
+                index = None;
+                at = (at + 1) % endpoints.len();
+                sleep(backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+// ---- a minimal HTTP/1.1 GET -------------------------------------------------------------------
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    etcd_index: Option<u64>,
+    body: Vec<u8>,
+}
+
+#[derive(Debug)]
+enum HttpError {
+    /// No response headers within the request timeout (connect included).
+    HeaderTimeout(Duration),
+    /// Headers arrived, the body did not complete in time (a quiet long-poll).
+    BodyTimeout {
+        etcd_index: Option<u64>,
+    },
+    Io(std::io::Error),
+    Malformed(String),
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpError::HeaderTimeout(d) => write!(f, "no response within {d:?}"),
+            HttpError::BodyTimeout { .. } => f.write_str("response body timed out"),
+            HttpError::Io(e) => write!(f, "{e}"),
+            HttpError::Malformed(m) => write!(f, "malformed HTTP response: {m}"),
+        }
+    }
+}
+
+/// `GET path` on `host_port` with `Connection: close`: the headers must arrive within
+/// `header_timeout` (connect included), the body within `body_timeout` after them.
+async fn http_get(
+    host_port: &str,
+    path: &str,
+    header_timeout: Duration,
+    body_timeout: Duration,
+) -> Result<HttpResponse, HttpError> {
+    let head_deadline = Instant::now() + header_timeout;
+    let timed_out = |_| HttpError::HeaderTimeout(header_timeout);
+    let mut stream = timeout_at(head_deadline, TcpStream::connect(host_port))
+        .await
+        .map_err(timed_out)?
+        .map_err(HttpError::Io)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nAccept: application/json\r\n\
+         Connection: close\r\n\r\n"
+    );
+    timeout_at(head_deadline, stream.write_all(request.as_bytes()))
+        .await
+        .map_err(timed_out)?
+        .map_err(HttpError::Io)?;
+
+    let mut buf = Vec::with_capacity(4096);
+    let head_end = loop {
+        if let Some(p) = find(&buf, b"\r\n\r\n") {
+            break p;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(HttpError::Malformed("headers too large".into()));
+        }
+        let mut chunk = [0u8; 4096];
+        let n = timeout_at(head_deadline, stream.read(&mut chunk))
+            .await
+            .map_err(timed_out)?
+            .map_err(HttpError::Io)?;
+        if n == 0 {
+            return Err(HttpError::Malformed(
+                "connection closed before the headers ended".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = parse_head(&buf[..head_end])?;
+    let mut body = buf.split_off(head_end + 4);
+
+    let body_deadline = Instant::now() + body_timeout;
+    let read_rest = async {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if head.content_length.is_some_and(|n| body.len() >= n) {
+                return Ok(());
+            }
+            if head.chunked && chunked_complete(&body) {
+                return Ok(());
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            if body.len() + n > MAX_BODY {
+                return Err(std::io::Error::other("response body too large"));
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    };
+    match timeout_at(body_deadline, read_rest).await {
+        Err(_) => {
+            return Err(HttpError::BodyTimeout {
+                etcd_index: head.etcd_index,
+            })
+        }
+        Ok(Err(e)) => return Err(HttpError::Io(e)),
+        Ok(Ok(())) => {}
+    }
+    let body = if head.chunked {
+        dechunk(&body).map_err(HttpError::Malformed)?
+    } else {
+        if let Some(n) = head.content_length {
+            if body.len() < n {
+                return Err(HttpError::Malformed(
+                    "body shorter than Content-Length".into(),
+                ));
+            }
+            body.truncate(n);
+        }
+        body
+    };
+    Ok(HttpResponse {
+        status: head.status,
+        etcd_index: head.etcd_index,
+        body,
+    })
+}
+
+#[derive(Debug, PartialEq)]
+struct Head {
+    status: u16,
+    etcd_index: Option<u64>,
+    content_length: Option<usize>,
+    chunked: bool,
+}
+
+fn parse_head(raw: &[u8]) -> Result<Head, HttpError> {
+    let text = std::str::from_utf8(raw)
+        .map_err(|_| HttpError::Malformed("headers are not UTF-8".into()))?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or("");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| status_line.starts_with("HTTP/"))
+        .ok_or_else(|| HttpError::Malformed(format!("status line {status_line:?}")))?;
+    let mut head = Head {
+        status,
+        etcd_index: None,
+        content_length: None,
+        chunked: false,
+    };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("x-etcd-index") {
+            head.etcd_index = value.parse().ok();
+        } else if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = Some(
+                value
+                    .parse()
+                    .map_err(|_| HttpError::Malformed(format!("Content-Length {value:?}")))?,
+            );
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = value.to_ascii_lowercase().contains("chunked");
+        }
+    }
+    if head.chunked {
+        head.content_length = None;
+    }
+    Ok(head)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decodes a complete chunked body (`Err` if it is malformed or incomplete).
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = find(raw, b"\r\n").ok_or("chunked body: missing chunk size")?;
+        let line = std::str::from_utf8(&raw[..line_end]).map_err(|_| "chunked body: bad size")?;
+        let hex = line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(hex, 16)
+            .map_err(|_| format!("chunked body: bad chunk size {hex:?}"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size.saturating_add(2) {
+            return Err("chunked body: truncated".into());
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
+
+/// `true` when `raw` holds a complete chunked body (up to the last chunk).
+fn chunked_complete(raw: &[u8]) -> bool {
+    let mut rest = raw;
+    loop {
+        let Some(line_end) = find(rest, b"\r\n") else {
+            return false;
+        };
+        let Ok(line) = std::str::from_utf8(&rest[..line_end]) else {
+            return true; // malformed: stop reading, `dechunk` reports it
+        };
+        let hex = line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(hex, 16) else {
+            return true;
+        };
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return true;
+        }
+        if rest.len() < size.saturating_add(2) {
+            return false;
+        }
+        rest = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_listing() {
+        let body = br#"{"action":"get","node":{"key":"/jodis/demo","dir":true,"nodes":[
+            {"key":"/jodis/demo/proxy-a","value":"{\"addr\":\"10.0.0.1:19000\",\"state\":\"online\"}","modifiedIndex":7,"createdIndex":7},
+            {"key":"/jodis/demo/sub","dir":true,"modifiedIndex":8,"createdIndex":8},
+            {"key":"/jodis/demo/proxy-b","value":"10.0.0.2:19000","modifiedIndex":9,"createdIndex":9}
+        ],"modifiedIndex":5,"createdIndex":5}}"#;
+        let l = parse_v2_listing(200, Some(12), body).unwrap();
+        assert_eq!(l.index, 12);
+        assert_eq!(
+            l.children,
+            vec![
+                (
+                    "/jodis/demo/proxy-a".into(),
+                    r#"{"addr":"10.0.0.1:19000","state":"online"}"#.into(),
+                    7
+                ),
+                ("/jodis/demo/proxy-b".into(), "10.0.0.2:19000".into(), 9),
+            ]
+        );
+        // An empty directory has no "nodes".
+        let empty =
+            br#"{"action":"get","node":{"key":"/jodis/demo","dir":true,"modifiedIndex":5}}"#;
+        assert_eq!(
+            parse_v2_listing(200, Some(3), empty).unwrap().children,
+            vec![]
+        );
+        // A missing directory is an empty listing at the error's index.
+        let missing =
+            br#"{"errorCode":100,"message":"Key not found","cause":"/jodis/demo","index":42}"#;
+        assert_eq!(
+            parse_v2_listing(404, None, missing).unwrap(),
+            V2Listing {
+                index: 42,
+                children: vec![]
+            }
+        );
+        // A key where a directory should be, other errors, garbage: errors, not panics.
+        let key = br#"{"action":"get","node":{"key":"/jodis/demo","value":"x","modifiedIndex":5}}"#;
+        assert!(parse_v2_listing(200, Some(1), key).is_err());
+        assert!(
+            parse_v2_listing(200, None, b"{\"action\":\"get\",\"node\":{\"dir\":true}}").is_err()
+        );
+        assert!(parse_v2_listing(500, Some(1), b"<html>").is_err());
+        assert!(parse_v2_listing(
+            403,
+            Some(1),
+            br#"{"errorCode":110,"message":"The request requires user authentication"}"#
+        )
+        .is_err());
+        for junk in [
+            &b""[..],
+            b"[]",
+            b"null",
+            b"{\"node\":7}",
+            b"{\"node\":{\"dir\":true,\"nodes\":[1,{\"dir\":\"x\"}]}}",
+        ] {
+            let _ = parse_v2_listing(200, Some(1), junk);
+        }
+    }
+
+    #[test]
+    fn v2_wait() {
+        let set = br#"{"action":"set","node":{"key":"/jodis/demo/proxy-a","value":"h:1","modifiedIndex":15,"createdIndex":15},"prevNode":{"key":"/jodis/demo/proxy-a","value":"h:2","modifiedIndex":9}}"#;
+        assert_eq!(parse_v2_wait(200, set), Ok(V2Wait::Changed(Some(15))));
+        let expire =
+            br#"{"action":"expire","node":{"key":"/jodis/demo/proxy-a","modifiedIndex":16}}"#;
+        assert_eq!(parse_v2_wait(200, expire), Ok(V2Wait::Changed(Some(16))));
+        let cleared = br#"{"errorCode":401,"message":"The event in requested index is outdated and cleared","cause":"the requested history has been cleared [1008/7]","index":2007}"#;
+        assert!(matches!(
+            parse_v2_wait(400, cleared),
+            Ok(V2Wait::Cleared(_))
+        ));
+        assert!(parse_v2_wait(200, b"{}").is_err());
+        assert!(parse_v2_wait(200, b"not json").is_err());
+        assert!(
+            parse_v2_wait(500, br#"{"errorCode":300,"message":"Raft Internal Error"}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn endpoints() {
+        assert_eq!(v2_endpoint("127.0.0.1:2379"), Ok("127.0.0.1:2379".into()));
+        assert_eq!(v2_endpoint("http://h:2379/"), Ok("h:2379".into()));
+        assert!(v2_endpoint("https://h:2379").is_err());
+        assert!(v2_endpoint("http://h:2379/v2").is_err());
+        assert!(v2_endpoint("").is_err());
+    }
+
+    #[test]
+    fn http_framing() {
+        let head = parse_head(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Etcd-Index: 77\r\nTransfer-Encoding: chunked",
+        )
+        .unwrap();
+        assert_eq!(
+            head,
+            Head {
+                status: 200,
+                etcd_index: Some(77),
+                content_length: None,
+                chunked: true
+            }
+        );
+        assert!(parse_head(b"garbage").is_err());
+        assert!(parse_head(b"HTTP/1.1 abc OK").is_err());
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: -1").is_err());
+
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+        assert!(chunked_complete(body));
+        assert_eq!(dechunk(body).unwrap(), b"hello world");
+        assert!(!chunked_complete(b"5\r\nhel"));
+        assert!(dechunk(b"5\r\nhel").is_err());
+        assert!(dechunk(b"zz\r\n").is_err());
+        assert!(dechunk(b"ffffffffffffffffff\r\n").is_err());
+        assert!(dechunk(b"").is_err());
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut b = Backoff::new((Duration::from_millis(100), Duration::from_secs(5)));
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..40 {
+            assert!(b.next_delay() <= Duration::from_secs(5));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn constructors() {
+        let d = Etcd::codis3(&["h:1", " "], "/demo/");
+        assert_eq!(d.endpoints, vec!["h:1".to_owned()]);
+        assert!(matches!(d.source, Source::V2Dir(ref p) if p == "/jodis/demo"));
+        let d = Etcd::prefix(&["h:1"], "/svc/").request_timeout(Duration::ZERO);
+        assert_eq!(d.request_timeout, MIN_KNOB);
+    }
+}

@@ -1,0 +1,283 @@
+//! A real etcd (Debian's `etcd-server`, 3.4) on 127.0.0.1 with random client and peer ports and
+//! a temporary data dir; optionally with the v2 API enabled (`--enable-v2=true`, for Codis 3's
+//! `/jodis/<product>` registrations). It can be killed (`kill -9`), stopped gracefully, frozen
+//! (`SIGSTOP`) and restarted on the same ports and data dir; it is killed on drop.
+//!
+//! Also a tiny v2 HTTP client (`put_v2`, `delete_v2`) and the process helpers. std only (every
+//! test that uses `mod support;` compiles this file).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const BINARY: &str = "etcd";
+
+/// A running (or stopped) etcd member.
+pub struct EtcdServer {
+    client_port: u16,
+    peer_port: u16,
+    dir: PathBuf,
+    v2: bool,
+    child: Option<Child>,
+}
+
+impl EtcdServer {
+    /// Starts etcd with the v3 API only (etcd 3.4's default).
+    pub fn start() -> EtcdServer {
+        Self::start_with(false)
+    }
+
+    /// Starts etcd with the v2 API enabled as well.
+    pub fn start_v2() -> EtcdServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(v2: bool) -> EtcdServer {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "connpool-etcd-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create etcd temp dir");
+        let mut s = EtcdServer {
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir,
+            v2,
+            child: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// `127.0.0.1:PORT`, the client endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new(BINARY);
+        cmd.arg("--name")
+            .arg("connpool-test")
+            .arg("--data-dir")
+            .arg(self.dir.join("data"))
+            .arg("--listen-client-urls")
+            .arg(&client)
+            .arg("--advertise-client-urls")
+            .arg(&client)
+            .arg("--listen-peer-urls")
+            .arg(&peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer)
+            .arg("--initial-cluster")
+            .arg(format!("connpool-test={peer}"))
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .arg("--log-outputs")
+            .arg("stderr")
+            .arg(format!("--enable-v2={}", self.v2))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir));
+        if cfg!(not(any(target_arch = "x86_64", target_arch = "aarch64"))) {
+            cmd.env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "`{BINARY}` not found on PATH: the etcd tests need etcd 3.4 \
+                 (Debian/Ubuntu: `apt-get install etcd-server`)"
+            ),
+            Err(e) => panic!("cannot start `{BINARY}`: {e}"),
+        };
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "etcd exited early ({status}); its log:\n{}",
+                        std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+                    );
+                }
+            }
+            if let Ok((200, body)) = http(self.client_port, "GET", "/health", None) {
+                if body.contains("true") {
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "etcd did not answer on {} within 30 s; its log:\n{}",
+                    self.endpoint(),
+                    std::fs::read_to_string(self.dir.join("etcd.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `kill -9`: the process dies at once, its sockets close.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for the process to exit (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGSTOP: the process freezes; its sockets stay open and silent.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "STOP");
+        }
+    }
+
+    /// SIGCONT after [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        if let Some(pid) = self.pid() {
+            signal(pid, "CONT");
+        }
+    }
+
+    /// Starts it again on the same ports and data dir (after `kill` or `stop`).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// v2 API: sets `key` (e.g. `/jodis/demo/proxy-1`) to `value`.
+    pub fn put_v2(&self, key: &str, value: &str) {
+        let body = format!("value={}", form_encode(value));
+        let (status, text) = http(
+            self.client_port,
+            "PUT",
+            &format!("/v2/keys{key}"),
+            Some(&body),
+        )
+        .unwrap_or_else(|e| panic!("v2 PUT {key}: {e}"));
+        assert!(
+            status == 200 || status == 201,
+            "v2 PUT {key}: {status} {text}"
+        );
+    }
+
+    /// v2 API: deletes `key`.
+    pub fn delete_v2(&self, key: &str) {
+        let (status, text) = http(self.client_port, "DELETE", &format!("/v2/keys{key}"), None)
+            .unwrap_or_else(|e| panic!("v2 DELETE {key}: {e}"));
+        assert!(status == 200, "v2 DELETE {key}: {status} {text}");
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // A frozen process ignores nothing but SIGKILL; thaw it anyway for a clean exit.
+            signal(pid, "CONT");
+        }
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn log_file(dir: &Path) -> Stdio {
+    match std::fs::File::create(dir.join("etcd.log")) {
+        Ok(f) => Stdio::from(f),
+        Err(_) => Stdio::null(),
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A port that was free a moment ago (bind port 0, read it, release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A blocking HTTP/1.0 request to 127.0.0.1:`port`: (status, body).
+fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+    if let Some(body) = form {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    } else {
+        req.push_str("\r\n");
+    }
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {head:?}")))?;
+    Ok((status, body.to_owned()))
+}
