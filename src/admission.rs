@@ -43,7 +43,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::sync::{
-    AtomicBool, AtomicIsize, AtomicUsize, CachePadded, EventListener, Listener, Ordering, WaitQueue,
+    handshake_fence, AtomicBool, AtomicIsize, AtomicUsize, CachePadded, EventListener, Listener,
+    Ordering, WaitQueue,
 };
 
 /// The outcome of a wait that did not produce a permit.
@@ -79,20 +80,34 @@ impl Admission {
 
     /// Takes a permit if one is free. Never waits. Returns `false` when none is free.
     pub(crate) fn try_acquire(&self) -> bool {
-        // Relaxed first read: a hint for the CAS, which re-validates.
-        let mut cur = self.available.load(Ordering::Relaxed);
+        #[cfg(connpool_mutant = "acquire_not_cas")]
+        {
+            // Mutant: check-then-store instead of a CAS; two acquirers can take one permit.
+            let cur = self.available.load(Ordering::SeqCst);
+            if cur <= 0 {
+                return false;
+            }
+            self.available.store(cur - 1, Ordering::SeqCst);
+            return true;
+        }
+        // SeqCst, not Relaxed: this read is the load half of the handshake with `release`
+        // (a waiter's re-check after it registered). A Relaxed read may return a stale 0 and
+        // skip the CAS although `release` already put the permit in the counter: the waiter
+        // then sleeps on a free permit (found by loom, `cancelled_waiter_passes_hand_off`).
+        let mut cur = self.available.load(Ordering::SeqCst);
         loop {
             if cur <= 0 {
                 return false;
             }
             // SeqCst on success: the Acquire half sees the connection a releaser pushed before
             // its release; the SeqCst half orders this against the `waiters` handshake.
-            // Relaxed on failure: we only retry with the fresh value.
+            // SeqCst on failure too: a failed CAS that reads `<= 0` ends the try, so that read
+            // is part of the handshake like the first one.
             match self.available.compare_exchange_weak(
                 cur,
                 cur - 1,
                 Ordering::SeqCst,
-                Ordering::Relaxed,
+                Ordering::SeqCst,
             ) {
                 Ok(_) => return true,
                 Err(actual) => cur = actual,
@@ -148,8 +163,11 @@ impl Admission {
             // SeqCst: publishes the permit (and what preceded it) to the next acquirer, and is
             // the store of the store-load handshake with registering waiters.
             self.available.fetch_add(1, Ordering::SeqCst);
+            handshake_fence();
             // SeqCst: the load of the handshake.
-            if self.registrations.load(Ordering::SeqCst) == epoch {
+            if self.registrations.load(Ordering::SeqCst) == epoch
+                || cfg!(connpool_mutant = "no_epoch_recheck")
+            {
                 return;
             }
             // Someone registered while we worked: its re-check may have missed the permit.
@@ -177,6 +195,7 @@ impl Admission {
     pub(crate) fn close(&self) {
         // SeqCst: waiters re-check `closed` after registering; they cannot miss it.
         self.closed.store(true, Ordering::SeqCst);
+        handshake_fence();
         #[cfg(not(connpool_mutant = "close_no_wake"))]
         self.queue.notify(usize::MAX);
     }
@@ -189,23 +208,32 @@ impl Admission {
     /// Changes the number of permits. Growing hands the new permits to waiters at once;
     /// shrinking takes permits as they come back (`available` may go negative meanwhile).
     pub(crate) fn resize(&self, new_max: usize) -> usize {
-        // AcqRel: resizes are serialised through this swap; the old value is exact.
-        let old = self.max.swap(new_max, Ordering::AcqRel);
+        // SeqCst: resizes are serialised through this swap (the old value is exact), and it is
+        // the store half of the shrink handshake with `Engine::requeue` (which loads `max`
+        // after it pushed): either the shrink sees the pushed connection or the returner sees
+        // the new max.
+        let old = self.max.swap(new_max, Ordering::SeqCst);
         if new_max < old {
             // SeqCst: a counter update like any other.
+            #[cfg(not(connpool_mutant = "resize_no_adjust"))]
             self.available
                 .fetch_sub(to_isize(old - new_max), Ordering::SeqCst);
         } else {
             for _ in old..new_max {
+                #[cfg(not(connpool_mutant = "resize_no_wake"))]
                 self.release();
+                // Mutant: the new permits go to the counter; nobody waiting is told.
+                // SeqCst: as in `release`.
+                #[cfg(connpool_mutant = "resize_no_wake")]
+                self.available.fetch_add(1, Ordering::SeqCst);
             }
         }
         old
     }
 
     pub(crate) fn max(&self) -> usize {
-        // Acquire: pairs with the swap in `resize`.
-        self.max.load(Ordering::Acquire)
+        // SeqCst: the load half of the shrink handshake (see `resize`); a plain load on x86.
+        self.max.load(Ordering::SeqCst)
     }
 
     /// Permits currently free (0 when a shrink is being absorbed).
@@ -255,6 +283,7 @@ impl Future for Acquire<'_> {
             // first, so a releaser that sees the new epoch also sees a waiter to hand off to.
             adm.waiters.fetch_add(1, Ordering::SeqCst);
             adm.registrations.fetch_add(1, Ordering::SeqCst);
+            handshake_fence();
             #[cfg(not(connpool_mutant = "no_recheck"))]
             if adm.try_acquire() {
                 this.finish();
@@ -286,7 +315,10 @@ impl Acquire<'_> {
     /// it meanwhile, that permit is passed on (we either have one already or are cancelled).
     fn finish(&mut self) {
         if let Some(listener) = self.listener.take() {
-            if listener.discard() && !self.admission.is_closed() {
+            if listener.discard()
+                && !self.admission.is_closed()
+                && !cfg!(connpool_mutant = "cancel_drops_handoff")
+            {
                 self.admission.release();
             }
         }

@@ -237,6 +237,7 @@ impl Backends {
             entries,
             known: true,
         }));
+        #[cfg(not(connpool_mutant = "no_mark_removed"))]
         for e in &removed {
             e.mark_removed();
         }

@@ -27,7 +27,9 @@ use crate::admission::Admission;
 use crate::backends::BackendEntry;
 use crate::events::CloseReason;
 use crate::idle::{Conn, IdleQueue, Meta};
-use crate::sync::{AtomicBool, AtomicUsize, CachePadded, Instant, Ordering, WaitQueue};
+use crate::sync::{
+    handshake_fence, AtomicBool, AtomicUsize, CachePadded, Instant, Ordering, WaitQueue,
+};
 
 /// What the engine asks of its owner: the pool implements it with the manager, counters,
 /// logs and events; the loom models with a recorder.
@@ -85,6 +87,7 @@ impl<C> Engine<C> {
     fn size_sub(&self) {
         // Release: orders the connection's drop before a `drained` that sees the new size.
         let before = self.size.fetch_sub(1, Ordering::Release);
+        handshake_fence();
         if before == 1 && self.is_closed() {
             self.drained.notify(usize::MAX);
         }
@@ -94,6 +97,7 @@ impl<C> Engine<C> {
     pub(crate) async fn drained(&self) {
         loop {
             let listener = self.drained.listen();
+            handshake_fence();
             // Acquire: pairs with the Release in `size_sub`.
             if self.size.load(Ordering::Acquire) == 0 {
                 return;
@@ -242,11 +246,28 @@ impl<C> Engine<C> {
         if let Err(c) = self.idle.push(c) {
             self.close_conn(c, CloseReason::IdleFull, h);
         }
+        handshake_fence();
         // SeqCst: the load half of the close handshake; if `close` drained before our push,
         // we see `closed` here and drain what we pushed.
         #[cfg(not(connpool_mutant = "close_no_recheck"))]
         if self.is_closed() {
             self.drain_idle(CloseReason::PoolClosed, h);
+            return;
+        }
+        // The load half of the shrink handshake, likewise: a `resize` that lowered `max` after
+        // our caller checked it may have found the queue empty before our push; then we close
+        // what is above the new size (found by loom, `resize_down_races_get_return`).
+        #[cfg(not(connpool_mutant = "shrink_no_recheck"))]
+        self.shrink_idle(h);
+    }
+
+    /// Closes idle connections while the pool is above `max_size`.
+    fn shrink_idle(&self, h: &impl Hooks<C>) {
+        while self.size() > self.admission.max() {
+            match self.idle.pop() {
+                Some(c) => self.close_conn(c, CloseReason::Shrunk, h),
+                None => break,
+            }
         }
     }
 
@@ -264,12 +285,9 @@ impl<C> Engine<C> {
         // Relaxed: a limit read by the return path; a stale value only keeps one more idle
         // connection for one return.
         self.max_idle.store(max_idle, Ordering::Relaxed);
-        while self.size() > self.admission.max() {
-            match self.idle.pop() {
-                Some(c) => self.close_conn(c, CloseReason::Shrunk, h),
-                None => break,
-            }
-        }
+        // The store half of the shrink handshake was the swap of `max` in `resize`.
+        handshake_fence();
+        self.shrink_idle(h);
     }
 
     /// Closes the idle connections that went stale (removed backends, above all). Holds a
@@ -302,6 +320,7 @@ impl<C> Engine<C> {
         if self.closed.swap(true, Ordering::SeqCst) {
             return false;
         }
+        handshake_fence();
         self.admission.close();
         self.drain_idle(CloseReason::PoolClosed, h);
         if self.size() == 0 {

@@ -1,11 +1,42 @@
 //! The only place the crate's atomics, `Arc`, the wait queue, the idle queue, the backend
 //! cell and the clock come from.
 //!
-//! Under `cfg(loom)` the atomics and the wait queue (event-listener built with its
-//! `loom` feature) are loom's, so the models in `loom-tests` explore their interleavings.
-//! `crossbeam_queue::ArrayQueue` and `arc_swap::ArcSwap` stay the real ones: loom sees each of
-//! their operations as one opaque step. Their own correctness is upstream's (crossbeam and
-//! arc-swap test themselves); our models check how we *use* them.
+//! # What loom sees
+//!
+//! Under plain `cfg(loom)` (set by `scripts/loom.sh` through `RUSTFLAGS="--cfg loom"`; not
+//! `all(test, loom)`, which would never switch on when `loom-tests` builds this crate as a
+//! dependency) the atomics and the wait queue (event-listener built with its `loom` feature)
+//! are loom's, so the models in `loom-tests` explore every interleaving of the admission
+//! counter, the waiter handshake, the hand-off, the closed flag, the `size`/`in_use` gauges and
+//! the backends' `removed` flags. The models drive the real [`Engine`](crate::engine::Engine)
+//! and [`Backends`](crate::backends::Backends) through `crate::__loom`.
+//!
+//! What loom does **not** see:
+//! - `crossbeam_queue::ArrayQueue` (the idle queue) stays the real one: loom sees each push
+//!   and pop as one opaque, atomic step (they contain no loom operation, so loom never
+//!   preempts inside them, and runs them in its chosen order). Its own correctness
+//!   (linearizable, each element published Release/Acquire) is upstream's: crossbeam checks it
+//!   under its own `crossbeam_loom`. Our models check how we *use* it.
+//! - `arc_swap::ArcSwap` (the backend list) is replaced under loom by a stand-in with the same
+//!   four methods over a loom `Mutex`, because loom must see a new list's entries *published*
+//!   (their atomics are loom's; an opaque publication makes loom report a causality
+//!   violation). The stand-in orders at least as much as ArcSwap (a store happens-before the
+//!   loads that see it), which is all the pool relies on; ArcSwap's own correctness is
+//!   upstream's.
+//! - `Arc`/`Weak` stay std's (loom has no `Weak`); the models hold the engine directly.
+//! - The clock stays tokio's `Instant`: tokio switches to loom only under `all(test, loom)`,
+//!   so as a dependency it builds normally and `Instant::now()` outside a runtime reads the
+//!   monotonic clock. No model depends on time (no lifetimes or idle timeouts are set).
+//! - loom models `SeqCst` loads and stores only as `Acquire`/`Release` (loom's README,
+//!   tokio-rs/loom#180), so it cannot see the single total order that our store-load
+//!   handshakes rely on (release ↔ a waiter's re-check, close ↔ requeue, the last close ↔
+//!   `drained`). Each such handshake marks its load half with [`handshake_fence`]: a
+//!   `fence(SeqCst)` under loom, which loom does model, and nothing under std, where the
+//!   `SeqCst` accesses themselves give the guarantee. So the models check everything around the
+//!   handshakes (hand-off, pass-on, epochs, the close and drain paths) and take the C11 `SeqCst`
+//!   total order itself as given.
+//! - The tokio parts of the pool (timeouts, the maintenance and discovery tasks, the
+//!   manager's futures) are not modelled; `tests/model.rs` and `tests/soak.rs` cover them.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
@@ -16,6 +47,9 @@ pub(crate) use std::sync::{Arc, Weak};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 
+#[cfg(loom)]
+pub(crate) use self::loom_stand_in::ArcSwap;
+#[cfg(not(loom))]
 pub(crate) use arc_swap::ArcSwap;
 pub(crate) use crossbeam_queue::ArrayQueue;
 pub(crate) use crossbeam_utils::CachePadded;
@@ -23,5 +57,39 @@ pub(crate) use crossbeam_utils::CachePadded;
 pub(crate) use event_listener::{Event as WaitQueue, EventListener, Listener};
 
 /// The pool's clock. tokio's `Instant` so that tests can pause and advance time; outside a
-/// runtime (and under loom) it reads the system's monotonic clock.
+/// runtime it reads the system's monotonic clock. Under `cfg(loom)` too: tokio (a plain
+/// dependency there) is built without its own loom switch, so its clock works as usual.
 pub(crate) type Instant = tokio::time::Instant;
+
+/// Marks the load half of a `SeqCst` store-load handshake (see the module docs): a
+/// `fence(SeqCst)` under loom, which models `SeqCst` accesses only as `AcqRel`; nothing
+/// otherwise, where the `SeqCst` accesses on both sides already sit in one total order.
+#[inline(always)]
+pub(crate) fn handshake_fence() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
+#[cfg(loom)]
+mod loom_stand_in {
+    use super::Arc;
+
+    /// `arc_swap::ArcSwap` as loom sees it: the four methods the backend set uses, over a
+    /// loom `Mutex` (see the module docs).
+    pub(crate) struct ArcSwap<T>(loom::sync::Mutex<Arc<T>>);
+
+    impl<T> ArcSwap<T> {
+        pub(crate) fn from_pointee(value: T) -> Self {
+            ArcSwap(loom::sync::Mutex::new(Arc::new(value)))
+        }
+        pub(crate) fn load(&self) -> Arc<T> {
+            self.load_full()
+        }
+        pub(crate) fn load_full(&self) -> Arc<T> {
+            Arc::clone(&self.0.lock().unwrap_or_else(|p| p.into_inner()))
+        }
+        pub(crate) fn store(&self, value: Arc<T>) {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = value;
+        }
+    }
+}
