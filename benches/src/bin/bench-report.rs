@@ -1,0 +1,458 @@
+//! Measures every pool in every scenario and prints markdown tables (see `scripts/bench-report.sh`).
+//!
+//! ```text
+//! bench-report [--phase-ms N] [--limit-s N] [--rounds N] [--scenario NAME]... [--pool NAME]...
+//! ```
+//!
+//! Each (pool, scenario) runs in a child process (this binary with `--child POOL SCENARIO`)
+//! under a time limit: a pool that stops serving is killed and reported as hanging, and it
+//! cannot disturb the runs after it. A child runs two phases of `--phase-ms` each: throughput
+//! (plain get/drop loops, per-task counts for fairness), then latency (every get timed).
+
+use std::io::Read;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connpool_benches::pools::{self, AsyncPool, Kind, Visit};
+use connpool_benches::scenario::{self, Measured, Scenario, Shape};
+
+struct Opts {
+    phase: Duration,
+    limit: Duration,
+    rounds: usize,
+    scenarios: Vec<Scenario>,
+    kinds: Vec<Kind>,
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: bench-report [--phase-ms N] [--limit-s N] [--rounds N] [--scenario NAME]... [--pool NAME]...\n\
+         scenarios: {}\npools: {}",
+        Scenario::ALL.map(Scenario::name).join(", "),
+        Kind::ALL.map(Kind::name).join(", ")
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        return child(&args[1..]);
+    }
+    let mut o = Opts {
+        phase: Duration::from_millis(1000),
+        limit: Duration::from_secs(30),
+        rounds: 1,
+        scenarios: Vec::new(),
+        kinds: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next();
+        let num = || v.and_then(|v| v.parse::<u64>().ok());
+        match a.as_str() {
+            "--phase-ms" => match num() {
+                Some(n) => o.phase = Duration::from_millis(n),
+                None => return usage(),
+            },
+            "--limit-s" => match num() {
+                Some(n) => o.limit = Duration::from_secs(n),
+                None => return usage(),
+            },
+            "--rounds" => match num() {
+                Some(n) if n > 0 => o.rounds = n as usize,
+                _ => return usage(),
+            },
+            "--scenario" => match v.and_then(|v| Scenario::from_name(v)) {
+                Some(s) => o.scenarios.push(s),
+                None => return usage(),
+            },
+            "--pool" => match v.and_then(|v| Kind::from_name(v)) {
+                Some(k) => o.kinds.push(k),
+                None => return usage(),
+            },
+            _ => return usage(),
+        }
+    }
+    if o.scenarios.is_empty() {
+        o.scenarios = Scenario::ALL.to_vec();
+    }
+    if o.kinds.is_empty() {
+        o.kinds = Kind::ALL.to_vec();
+    }
+    report(&o);
+    ExitCode::SUCCESS
+}
+
+// ---- the child: one (pool, scenario) --------------------------------------------------------
+
+struct Measure {
+    shape: Shape,
+    phase: Duration,
+}
+
+impl Visit for Measure {
+    type Out = Result<Measured, scenario::Hung>;
+    async fn visit<P: AsyncPool>(self, pool: Arc<P>) -> Self::Out {
+        scenario::measure(pool, self.shape, self.phase).await
+    }
+}
+
+fn child(args: &[String]) -> ExitCode {
+    let (Some(kind), Some(sc), Some(phase)) = (
+        args.first().and_then(|s| Kind::from_name(s)),
+        args.get(1).and_then(|s| Scenario::from_name(s)),
+        args.get(2).and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        return usage();
+    };
+    let phase = Duration::from_millis(phase);
+    let shape = sc.shape();
+    let measured = if sc.is_blocking() {
+        if !kind.is_blocking() {
+            println!("SKIP no blocking get");
+            return ExitCode::SUCCESS;
+        }
+        scenario::measure_threads(Arc::new(pools::r2d2_pool(shape.pool_size)), shape, phase)
+    } else {
+        if !kind.is_async() {
+            println!("SKIP no async get");
+            return ExitCode::SUCCESS;
+        }
+        let rt = sc.runtime();
+        let out = rt.block_on(async {
+            pools::with_async_pool(kind, shape.pool_size, Measure { shape, phase })
+                .await
+                .expect("an async pool")
+        });
+        // On a hang, leave at once below: dropping the runtime would wait for stuck tasks.
+        std::mem::forget(rt);
+        out
+    };
+    match measured {
+        Ok(m) => {
+            let min = m.per_task.iter().copied().min().unwrap_or(0);
+            let max = m.per_task.iter().copied().max().unwrap_or(0);
+            println!(
+                "RESULT ops={} elapsed_ns={} p50_ns={} p99_ns={} max_ns={} min_task={} max_task={} samples={}",
+                m.ops,
+                m.elapsed.as_nanos(),
+                m.latency.quantile(0.5).as_nanos(),
+                m.latency.quantile(0.99).as_nanos(),
+                m.latency.max().as_nanos(),
+                min,
+                max,
+                m.latency.len(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(_) => {
+            println!("HUNG");
+            std::process::exit(3);
+        }
+    }
+}
+
+// ---- the parent: run every child, print the tables ------------------------------------------
+
+/// One (pool, scenario) outcome.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Done(Row),
+    Hung,
+    Skipped(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Row {
+    ops: u64,
+    elapsed_ns: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+    max_ns: u64,
+    min_task: u64,
+    max_task: u64,
+}
+
+impl Row {
+    fn throughput(&self) -> f64 {
+        self.ops as f64 / (self.elapsed_ns.max(1) as f64 / 1e9)
+    }
+    fn parse(line: &str) -> Option<Row> {
+        let mut r = Row::default();
+        for kv in line.split_whitespace().skip(1) {
+            let (k, v) = kv.split_once('=')?;
+            let v: u64 = v.parse().ok()?;
+            match k {
+                "ops" => r.ops = v,
+                "elapsed_ns" => r.elapsed_ns = v,
+                "p50_ns" => r.p50_ns = v,
+                "p99_ns" => r.p99_ns = v,
+                "max_ns" => r.max_ns = v,
+                "min_task" => r.min_task = v,
+                "max_task" => r.max_task = v,
+                _ => {}
+            }
+        }
+        Some(r)
+    }
+}
+
+fn run_child(kind: Kind, sc: Scenario, o: &Opts) -> Outcome {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return Outcome::Failed(format!("current_exe: {e}")),
+    };
+    let mut child = match Command::new(exe)
+        .args(["--child", kind.name(), sc.name()])
+        .arg(o.phase.as_millis().to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return Outcome::Failed(format!("spawn: {e}")),
+    };
+    let deadline = Instant::now() + o.limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                // The pool stopped serving (or never finished warming up): kill it.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Outcome::Hung;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Outcome::Failed(format!("wait: {e}")),
+        }
+    };
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    let line = out.lines().last().unwrap_or("").trim().to_owned();
+    if line == "HUNG" {
+        Outcome::Hung
+    } else if let Some(why) = line.strip_prefix("SKIP ") {
+        Outcome::Skipped(why.to_owned())
+    } else if line.starts_with("RESULT ") && status.success() {
+        Row::parse(&line).map_or_else(|| Outcome::Failed(line.clone()), Outcome::Done)
+    } else {
+        Outcome::Failed(format!("exit {status}: {line}"))
+    }
+}
+
+/// The best of `rounds` runs (highest throughput); a hang in any round is a hang.
+fn best_of(kind: Kind, sc: Scenario, o: &Opts) -> Outcome {
+    let mut best: Option<Row> = None;
+    for _ in 0..o.rounds {
+        match run_child(kind, sc, o) {
+            Outcome::Done(r) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| r.throughput() > b.throughput())
+                {
+                    best = Some(r);
+                }
+            }
+            other => return other,
+        }
+    }
+    best.map_or(Outcome::Failed("no rounds".into()), Outcome::Done)
+}
+
+fn fmt_rate(per_s: f64) -> String {
+    if per_s >= 1e6 {
+        format!("{:.2} M/s", per_s / 1e6)
+    } else if per_s >= 1e3 {
+        format!("{:.1} k/s", per_s / 1e3)
+    } else {
+        format!("{per_s:.0} /s")
+    }
+}
+
+fn fmt_ns(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.0} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000_000 {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    } else if ns >= 10_000 {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    } else if ns >= 1_000 {
+        format!("{:.1} µs", ns as f64 / 1e3)
+    } else {
+        format!("{ns} ns")
+    }
+}
+
+fn report(o: &Opts) {
+    // (scenario, [(kind, outcome)])
+    let mut all: Vec<(Scenario, Vec<(Kind, Outcome)>)> = Vec::new();
+    for &sc in &o.scenarios {
+        let mut rows = Vec::new();
+        for &kind in &o.kinds {
+            eprint!("{} / {} ... ", sc.name(), kind.name());
+            let out = best_of(kind, sc, o);
+            match &out {
+                Outcome::Done(r) => {
+                    eprintln!("{} p99 {}", fmt_rate(r.throughput()), fmt_ns(r.p99_ns))
+                }
+                other => eprintln!("{other:?}"),
+            }
+            rows.push((kind, out));
+        }
+        all.push((sc, rows));
+    }
+
+    println!("## Summary: each pool's throughput relative to connpool\n");
+    println!("Higher is better; connpool = 1.00. `hangs` = stopped serving within the time limit (killed).\n");
+    let shown: Vec<Kind> = o.kinds.clone();
+    print!("| scenario |");
+    for k in &shown {
+        print!(" {} |", k.name());
+    }
+    println!();
+    print!("|---|");
+    for _ in &shown {
+        print!("---:|");
+    }
+    println!();
+    for (sc, rows) in &all {
+        let base = rows.iter().find_map(|(k, out)| match out {
+            Outcome::Done(r) if *k == Kind::Connpool => Some(r.throughput()),
+            _ => None,
+        });
+        print!("| {} |", sc.name());
+        for (_, out) in rows {
+            let cell = match (out, base) {
+                (Outcome::Done(r), Some(b)) => format!("{:.2}", r.throughput() / b),
+                (Outcome::Done(r), None) => fmt_rate(r.throughput()),
+                (Outcome::Hung, _) => "hangs".to_owned(),
+                (Outcome::Skipped(_), _) => "—".to_owned(),
+                (Outcome::Failed(_), _) => "failed".to_owned(),
+            };
+            print!(" {cell} |");
+        }
+        println!();
+    }
+    println!();
+
+    for (sc, rows) in &all {
+        println!("## {}: {}\n", sc.name(), sc.describe());
+        let base = rows.iter().find_map(|(k, out)| match out {
+            Outcome::Done(r) if *k == Kind::Connpool => Some(r.clone()),
+            _ => None,
+        });
+        let fair = *sc == Scenario::Oversubscribed || sc.shape().tasks > 1;
+        print!("| pool | throughput | vs connpool | p50 get | p99 get | p99 vs connpool | worst wait |");
+        if fair {
+            print!(" least/most served task |");
+        }
+        println!();
+        print!("|---|---:|---:|---:|---:|---:|---:|");
+        if fair {
+            print!("---:|");
+        }
+        println!();
+        for (kind, out) in rows {
+            let name = if kind.is_floor() {
+                format!("*{}*", kind.name())
+            } else {
+                kind.name().to_owned()
+            };
+            match out {
+                Outcome::Done(r) => {
+                    let (tr, lr) = match &base {
+                        Some(b) => (
+                            format!("{:.2}", r.throughput() / b.throughput()),
+                            format!("{:.2}", r.p99_ns as f64 / b.p99_ns.max(1) as f64),
+                        ),
+                        None => ("—".into(), "—".into()),
+                    };
+                    print!(
+                        "| {name} | {} | {tr} | {} | {} | {lr} | {} |",
+                        fmt_rate(r.throughput()),
+                        fmt_ns(r.p50_ns),
+                        fmt_ns(r.p99_ns),
+                        fmt_ns(r.max_ns)
+                    );
+                    if fair {
+                        let f = if r.max_task == 0 {
+                            "—".to_owned()
+                        } else {
+                            format!(
+                                "{} / {} ({:.2})",
+                                r.min_task,
+                                r.max_task,
+                                r.min_task as f64 / r.max_task as f64
+                            )
+                        };
+                        print!(" {f} |");
+                    }
+                    println!();
+                }
+                Outcome::Hung => {
+                    print!(
+                        "| {name} | hangs (killed after {} s) | | | | | |",
+                        o.limit.as_secs()
+                    );
+                    if fair {
+                        print!(" |");
+                    }
+                    println!();
+                }
+                Outcome::Skipped(why) => {
+                    print!("| {name} | — ({why}) | | | | | |");
+                    if fair {
+                        print!(" |");
+                    }
+                    println!();
+                }
+                Outcome::Failed(why) => {
+                    print!("| {name} | failed: {} | | | | | |", why.replace('|', "/"));
+                    if fair {
+                        print!(" |");
+                    }
+                    println!();
+                }
+            }
+        }
+        println!();
+        if let Some(b) = &base {
+            let best_peer = rows
+                .iter()
+                .filter(|(k, _)| !k.is_floor() && *k != Kind::Connpool)
+                .filter_map(|(k, out)| match out {
+                    Outcome::Done(r) => Some((*k, r.throughput())),
+                    _ => None,
+                })
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((k, t)) = best_peer {
+                println!(
+                    "connpool vs the best completing peer ({}): **{:.2}×** throughput.",
+                    k.name(),
+                    b.throughput() / t
+                );
+            }
+            if *sc == Scenario::Uncontended {
+                if let Some(Outcome::Done(f)) = rows
+                    .iter()
+                    .find(|(k, _)| *k == Kind::ArrayQueueFloor)
+                    .map(|(_, o)| o)
+                {
+                    println!(
+                        "connpool's get+return costs **{:.2}×** the bare ArrayQueue pop+push \
+                         ({:.1} ns vs {:.1} ns per cycle).",
+                        f.throughput() / b.throughput(),
+                        1e9 / b.throughput(),
+                        1e9 / f.throughput()
+                    );
+                }
+            }
+            println!();
+        }
+    }
+}
