@@ -1,0 +1,140 @@
+//! The hit path allocates nothing: getting an idle connection and returning it (no check on
+//! borrow) makes no heap allocation, so a busy service's pool adds no allocator traffic.
+//!
+//! A counting `#[global_allocator]` counts the allocations made on this test's thread while
+//! counting is switched on; the pool is warmed first (building it, opening its connections and
+//! starting its maintenance task all allocate, once).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::future::Future as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use connpool::{Backend, Manager, Pool, TestOnBorrow};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    // const-initialised: reading it never allocates (so it is safe inside the allocator).
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if COUNTING.try_with(Cell::get).unwrap_or(false) {
+        // Relaxed: a plain counter read after counting stops, on the same thread.
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: defers every operation to `System`; only counts on the side.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Counts the allocations `f` makes on this thread.
+fn allocations(f: impl FnOnce()) -> usize {
+    // Relaxed: single-threaded bookkeeping (the counter only moves on this thread).
+    let before = ALLOCS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    ALLOCS.load(Ordering::Relaxed) - before
+}
+
+#[derive(Debug)]
+struct Dummy;
+
+impl Manager for Dummy {
+    type Connection = u64;
+    type Error = std::io::Error;
+    async fn connect(&self, _: &Backend) -> Result<u64, std::io::Error> {
+        Ok(0)
+    }
+    async fn check(&self, _: &mut u64) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+}
+
+const CYCLES: usize = 10_000;
+
+#[test]
+fn get_and_return_of_an_idle_connection_allocates_nothing() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let pool = Pool::builder(Dummy)
+            .max_size(4)
+            .test_on_borrow(TestOnBorrow::Never)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .wait_timeout(Duration::from_secs(5))
+            .build()
+            .expect("pool");
+        // Warm: open every connection, return them, let the maintenance task start.
+        {
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                held.push(pool.get().await.expect("get"));
+            }
+        }
+        tokio::task::yield_now().await;
+        for _ in 0..100 {
+            *pool.get().await.expect("get") += 1;
+        }
+        assert_eq!(pool.status().idle, 4);
+
+        // The hit path, polled by hand so that nothing but get and drop runs while counting.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let n = allocations(|| {
+            for _ in 0..CYCLES {
+                let mut fut = std::pin::pin!(pool.get());
+                match fut.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(Ok(mut c)) => *c += 1,
+                    std::task::Poll::Ready(Err(e)) => panic!("get failed: {e}"),
+                    std::task::Poll::Pending => panic!("a hit must not wait"),
+                }
+            }
+        });
+        assert_eq!(n, 0, "{n} allocations over {CYCLES} get/return cycles");
+
+        // try_get's hit path too.
+        let n = allocations(|| {
+            for _ in 0..CYCLES {
+                let mut c = pool.try_get().expect("an idle connection");
+                *c += 1;
+            }
+        });
+        assert_eq!(n, 0, "{n} allocations over {CYCLES} try_get/return cycles");
+
+        let stats = pool.stats();
+        assert_eq!(stats.misses, 4, "every counted get was a hit");
+        assert!(stats.hits >= 2 * CYCLES as u64);
+    });
+}
