@@ -22,6 +22,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Scheduling slack on a loaded 2-core machine: generous, this is a hang bound, not a speed.
 const SLACK: Duration = Duration::from_secs(5);
 
+/// What the tasks saw. Every counter is Relaxed: each is an independent tally, read after the
+/// tasks are joined (or polled for progress, where a stale value only delays the poll).
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
