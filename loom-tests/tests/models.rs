@@ -104,9 +104,9 @@ fn return_wakes_parked_waiter() {
     });
 }
 
-/// Two back-to-back returns, two parked waiters: both are woken. Catches `plain_notify`
-/// (`notify(1)` is a no-op while the first notification is unconsumed: the second waiter
-/// sleeps forever).
+/// Two back-to-back returns, two parked waiters that keep what they get: both are woken.
+/// Catches `plain_notify` (`notify(1)` is a no-op while the first notification is
+/// unconsumed: the second permit goes to the counter and the second waiter sleeps forever).
 #[test]
 fn two_returns_wake_two_waiters() {
     loom::model(|| {
@@ -116,11 +116,8 @@ fn two_returns_wake_two_waiters() {
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let core = core.clone();
-                thread::spawn(move || {
-                    let c = get(&core).expect("get");
-                    assert!(c.id() < 2, "a waiter opened a third connection");
-                    core.give_back(c);
-                })
+                // Each keeps its connection until both have one (main returns them).
+                thread::spawn(move || get(&core).expect("get"))
             })
             .collect();
         let returner = {
@@ -130,10 +127,15 @@ fn two_returns_wake_two_waiters() {
                 core.give_back(c1);
             })
         };
-        for w in waiters {
-            w.join().unwrap();
-        }
+        let got: Vec<Lent> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
         returner.join().unwrap();
+        assert!(
+            got.iter().all(|c| c.id() < 2),
+            "a waiter opened a third connection"
+        );
+        for c in got {
+            core.give_back(c);
+        }
         at_rest(&core);
     });
 }

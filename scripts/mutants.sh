@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Shows that each loom model can fail: for every deliberate bug kept in the code behind
+# cfg(connpool_mutant = "..."), builds connpool with CONNPOOL_MUTANT set (build.rs turns it
+# into the cfg, so only connpool and loom-tests rebuild) and runs the model meant to catch it,
+# in its own process (a deadlock aborts the process). The model must FAIL. The script fails
+# if any mutant survives, and prints the model <-> mutant table.
+#
+#   scripts/mutants.sh                  # all of them (CI)
+#   scripts/mutants.sh plain_notify     # only mutants whose name contains the filter
+#
+# Same environment as scripts/loom.sh (LOOM_MAX_PREEMPTIONS defaults to 2, LOOM_TARGET_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# mutant                model that must catch it          the bug
+table=(
+  "acquire_not_cas      two_getters_one_permit            try_acquire checks then stores instead of a CAS"
+  "no_recheck           two_getters_one_permit            a waiter does not re-check the counter after listening"
+  "no_epoch_recheck     two_getters_one_permit            release ignores a waiter that registered while it worked"
+  "release_before_push  return_wakes_parked_waiter        the return path releases the permit before pushing"
+  "plain_notify         two_returns_wake_two_waiters      release hands off with notify(1), not notify(1.additional())"
+  "cancel_drops_handoff cancelled_waiter_passes_hand_off  a cancelled waiter drops a permit handed to it"
+  "close_no_wake        close_wakes_waiters               close does not wake the waiters"
+  "close_no_recheck     close_races_get_and_return        requeue does not re-check closed after its push"
+  "resize_no_adjust     resize_down_races_get_return      a shrink does not take permits away"
+  "shrink_no_recheck    resize_down_races_get_return      requeue does not re-check max_size after its push"
+  "resize_no_wake       resize_up_wakes_waiter            growing adds permits without waking waiters"
+  "no_mark_removed      set_backends_races_get_return     set_backends does not flag removed backends"
+  "get_ignores_removed  set_backends_races_get_return     the get path does not check the removed flag"
+  "try_get_leaks_permit try_get_races_return              a failed try_get keeps its permit"
+  "permit_guard_leaks   connect_failure_releases_permit   the permit guard does not release (failed connect)"
+  "opening_leaks_size   connect_failure_releases_permit   a failed connect leaves size raised"
+)
+
+filter="${1:-}"
+export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
+export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-$PWD/target/loom}"
+if [ -z "${LOOM_MAX_PREEMPTIONS+x}" ]; then
+  export LOOM_MAX_PREEMPTIONS=2
+elif [ -z "$LOOM_MAX_PREEMPTIONS" ]; then
+  unset LOOM_MAX_PREEMPTIONS
+fi
+per_mutant_timeout="${MUTANT_TIMEOUT:-300}"
+log_dir="$CARGO_TARGET_DIR/mutants"
+mkdir -p "$log_dir"
+
+results=()
+survivors=0
+for row in "${table[@]}"; do
+  read -r mutant model bug <<<"$row"
+  if [ -n "$filter" ] && [[ "$mutant" != *"$filter"* ]]; then
+    continue
+  fi
+  log="$log_dir/$mutant.log"
+  started=$SECONDS
+  set +e
+  CONNPOOL_MUTANT="$mutant" timeout "$per_mutant_timeout" \
+    cargo test --profile loom -p loom-tests --test models -- --exact "$model" >"$log" 2>&1
+  rc=$?
+  set -e
+  took=$((SECONDS - started))
+  if grep -q 'could not compile\|error\[E' "$log"; then
+    outcome="BUILD FAILED (see $log)"
+    survivors=$((survivors + 1))
+  elif [ "$rc" = 0 ]; then
+    outcome="SURVIVED"
+    survivors=$((survivors + 1))
+  elif [ "$rc" = 124 ]; then
+    outcome="SURVIVED? (timed out after ${per_mutant_timeout}s)"
+    survivors=$((survivors + 1))
+  elif grep -q 'deadlock;' "$log"; then
+    outcome="caught: deadlock"
+  else
+    msg=$(grep -A1 "panicked at" "$log" | grep -v 'panicked at\|^--$\|^stack backtrace' | head -1 | cut -c1-90)
+    outcome="caught: ${msg:-failed (rc $rc)}"
+  fi
+  results+=("$(printf '%-21s %-34s %4ss  %s' "$mutant" "$model" "$took" "$outcome")")
+  printf '%-21s %-34s %4ss  %s\n' "$mutant" "$model" "$took" "$outcome" >&2
+done
+
+# Leave the loom build unmutated for scripts/loom.sh.
+echo
+echo "model <-> mutant (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-unbounded}; logs in $log_dir)"
+printf '%-21s %-34s %5s  %s\n' "mutant" "model" "time" "outcome"
+printf '%s\n' "${results[@]}"
+if [ "$survivors" -gt 0 ]; then
+  echo "FAIL: $survivors mutant(s) survived" >&2
+  exit 1
+fi
+echo "all ${#results[@]} mutants caught"
