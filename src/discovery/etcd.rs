@@ -855,6 +855,13 @@ async fn http_get(
             }
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
+                if head.chunked || head.content_length.is_some() {
+                    // The framing says more was coming: the server went away mid-response.
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed before the response ended",
+                    ));
+                }
                 return Ok(());
             }
             if body.len() + n > MAX_BODY {

@@ -21,6 +21,7 @@ pub struct EtcdServer {
     peer_port: u16,
     dir: PathBuf,
     v2: bool,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -35,7 +36,21 @@ impl EtcdServer {
         Self::start_with(true)
     }
 
+    /// Starts etcd with extra command-line flags (e.g. `--grpc-keepalive-min-time=500ms`).
+    pub fn start_with_args(v2: bool, extra: &[&str]) -> EtcdServer {
+        let mut s = Self::new_stopped(v2);
+        s.extra = extra.iter().map(|a| a.to_string()).collect();
+        s.spawn();
+        s
+    }
+
     fn start_with(v2: bool) -> EtcdServer {
+        let mut s = Self::new_stopped(v2);
+        s.spawn();
+        s
+    }
+
+    fn new_stopped(v2: bool) -> EtcdServer {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "connpool-etcd-{}-{}",
@@ -44,15 +59,14 @@ impl EtcdServer {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create etcd temp dir");
-        let mut s = EtcdServer {
+        EtcdServer {
             client_port: free_port(),
             peer_port: free_port(),
             dir,
             v2,
+            extra: Vec::new(),
             child: None,
-        };
-        s.spawn();
-        s
+        }
     }
 
     /// `127.0.0.1:PORT`, the client endpoint.
@@ -93,6 +107,7 @@ impl EtcdServer {
             .arg("--log-outputs")
             .arg("stderr")
             .arg(format!("--enable-v2={}", self.v2))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file(&self.dir));
@@ -184,7 +199,16 @@ impl EtcdServer {
 
     /// v2 API: sets `key` (e.g. `/jodis/demo/proxy-1`) to `value`.
     pub fn put_v2(&self, key: &str, value: &str) {
-        let body = format!("value={}", form_encode(value));
+        self.put_v2_ttl(key, value, None)
+    }
+
+    /// v2 API: sets `key` to `value`, expiring after `ttl` seconds if given (as codis-proxy
+    /// registers itself).
+    pub fn put_v2_ttl(&self, key: &str, value: &str, ttl: Option<u64>) {
+        let mut body = format!("value={}", form_encode(value));
+        if let Some(t) = ttl {
+            body.push_str(&format!("&ttl={t}"));
+        }
         let (status, text) = http(
             self.client_port,
             "PUT",

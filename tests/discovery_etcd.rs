@@ -1,0 +1,744 @@
+//! `Etcd` discovery against a real etcd 3.4 (Debian's `etcd-server`) on 127.0.0.1: the v3
+//! prefix watch and Codis 3's v2 `/jodis/<product>` directory. Proxies register, go offline,
+//! are deleted, are added, carry malformed data; etcd is killed, stopped, frozen and
+//! restarted; the v3 history is compacted while the watcher is cut off. Every assertion is on
+//! the pool (`status().backends`, per-backend dial counts of a no-I/O manager), polled with a
+//! generous deadline.
+//!
+//! Run: `cargo test --features etcd --test discovery_etcd` (needs `etcd` on PATH and `protoc`
+//! to build). Convergence figures: `cargo test --release --features etcd --test
+//! discovery_etcd -- --ignored --nocapture measure_convergence`.
+#![cfg(feature = "etcd")]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use connpool::discovery::Etcd;
+use connpool::{Error, Event, Pool, Pooled};
+use support::etcd_server::EtcdServer;
+use support::faulty::{eventually, Faulty};
+
+/// Generous: CI machines are slow and shared.
+const WITHIN: Duration = Duration::from_secs(30);
+
+// ---- helpers ----------------------------------------------------------------------------------
+
+/// Messages of `DiscoveryFailed` and `DiscoveryWarning` events.
+#[derive(Clone, Default)]
+struct Seen {
+    errors: Arc<Mutex<Vec<String>>>,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+impl Seen {
+    fn errors_with(&self, needle: &str) -> usize {
+        let e = self.errors.lock().unwrap();
+        e.iter().filter(|m| m.contains(needle)).count()
+    }
+    fn warnings_with(&self, needle: &str) -> usize {
+        let w = self.warnings.lock().unwrap();
+        w.iter().filter(|m| m.contains(needle)).count()
+    }
+}
+
+fn pool_with(d: Etcd) -> (Pool<Faulty>, Faulty, Seen) {
+    let m = Faulty::new();
+    let seen = Seen::default();
+    let s = seen.clone();
+    let pool = Pool::builder(m.clone())
+        .max_size(12)
+        .wait_timeout(Duration::from_secs(10))
+        .on_event(move |e| match e {
+            Event::DiscoveryFailed { message } => {
+                s.errors.lock().unwrap().push(message.to_string())
+            }
+            Event::DiscoveryWarning { message } => {
+                s.warnings.lock().unwrap().push(message.to_string())
+            }
+            _ => {}
+        })
+        .discovery(d)
+        .build()
+        .unwrap();
+    (pool, m, seen)
+}
+
+/// Quick knobs so that failures are noticed in about a second.
+fn fast(d: Etcd) -> Etcd {
+    d.request_timeout(Duration::from_secs(1))
+        .progress_interval(Duration::from_millis(500))
+        .poll_timeout(Duration::from_secs(1))
+        .backoff(Duration::from_millis(50), Duration::from_millis(500))
+}
+
+fn listed(pool: &Pool<Faulty>) -> Vec<String> {
+    let mut v: Vec<String> = pool.status().backends.into_iter().map(|b| b.addr).collect();
+    v.sort();
+    v
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+async fn until_listed(pool: &Pool<Faulty>, want: &[&str]) {
+    let want = strs(want);
+    eventually(&format!("backends == {want:?}"), WITHIN, || {
+        listed(pool) == want
+    })
+    .await;
+}
+
+fn codis(addr: &str, state: &str) -> String {
+    format!(
+        r#"{{"token":"t-{addr}","start_time":"2026-11-24 06:00:00","admin_addr":"{addr}1","proto_type":"tcp4","proxy_addr":"{addr}","product_name":"demo","addr":"{addr}","state":"{state}"}}"#
+    )
+}
+
+/// Once the (empty) list is in force, `get()` fails with `NoBackends` at once instead of
+/// waiting for a first list.
+async fn fails_fast_with_no_backends(pool: &Pool<Faulty>) {
+    let deadline = std::time::Instant::now() + WITHIN;
+    loop {
+        let t = std::time::Instant::now();
+        let r = pool.get_timeout(Duration::from_secs(2)).await;
+        assert!(matches!(r, Err(Error::NoBackends)), "{:?}", r.err());
+        if t.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no empty list published"
+        );
+    }
+}
+
+/// Holds `n` connections at once (so each is a fresh dial), then returns them all.
+async fn dial(pool: &Pool<Faulty>, n: usize) {
+    let mut held: Vec<Pooled<Faulty>> = Vec::new();
+    for _ in 0..n {
+        held.push(pool.get().await.expect("get"));
+    }
+}
+
+/// v3 writes, straight to etcd (not through any proxy under test).
+struct V3 {
+    c: etcd_client::Client,
+}
+
+impl V3 {
+    async fn connect(endpoint: &str) -> V3 {
+        V3 {
+            c: etcd_client::Client::connect([endpoint], None)
+                .await
+                .unwrap(),
+        }
+    }
+    async fn put(&mut self, key: &str, value: &str) -> i64 {
+        let r = self.c.put(key, value, None).await.unwrap();
+        r.header().unwrap().revision()
+    }
+    async fn delete(&mut self, key: &str) {
+        self.c.delete(key, None).await.unwrap();
+    }
+    async fn compact(&mut self, revision: i64) {
+        self.c.compact(revision, None).await.unwrap();
+    }
+}
+
+/// A TCP forwarder that can be frozen: while frozen it moves no byte in either direction (on
+/// old or new connections), like a stalled network path or a hung server.
+struct Freezer {
+    port: u16,
+    frozen: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Freezer {
+    async fn start(upstream: String) -> Freezer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let f = frozen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let f = f.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (dr, dw) = down.into_split();
+                    let (ur, uw) = up.into_split();
+                    tokio::spawn(pump(dr, uw, f.clone()));
+                    tokio::spawn(pump(ur, dw, f));
+                });
+            }
+        });
+        Freezer { port, frozen, task }
+    }
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    fn freeze(&self, on: bool) {
+        self.frozen.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+const A: &str = "10.0.0.1:19000";
+const B: &str = "10.0.0.2:19000";
+const C: &str = "10.0.0.3:19000";
+const D: &str = "10.0.0.4:19000";
+
+// ---- v3: Etcd::prefix -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_register_offline_delete_add_malformed() {
+    let etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/svc/redis/proxy-1", &codis(A, "online")).await;
+    w.put("/svc/redis/proxy-2", &codis(B, "online")).await;
+    w.put("/svc/redis/proxy-3", C).await; // plain host:port
+    w.put("/svc/redis-other/proxy-9", D).await; // outside the prefix "/svc/redis/"
+
+    let (pool, m, seen) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/svc/redis/")));
+    until_listed(&pool, &[A, B, C]).await;
+
+    // Dials go round-robin over all three.
+    dial(&pool, 6).await;
+    for a in [A, B, C] {
+        assert_eq!(m.connects_to(a), 2, "round-robin: {a}");
+    }
+    eventually("six idle", WITHIN, || pool.status().idle == 6).await;
+
+    // B goes offline (state flip): it leaves the list, its idle connections close, no new
+    // dials go to it.
+    w.put("/svc/redis/proxy-2", &codis(B, "offline")).await;
+    until_listed(&pool, &[A, C]).await;
+    eventually("B's idle connections closed", WITHIN, || m.live_to(B) == 0).await;
+    dial(&pool, 8).await;
+    assert_eq!(m.connects_to(B), 2, "no new dial to an offline proxy");
+
+    // C is deleted; D is added.
+    w.delete("/svc/redis/proxy-3").await;
+    until_listed(&pool, &[A]).await;
+    eventually("C's idle connections closed", WITHIN, || m.live_to(C) == 0).await;
+    w.put("/svc/redis/proxy-4", &codis(D, "online")).await;
+    until_listed(&pool, &[A, D]).await;
+    dial(&pool, 12).await;
+    assert!(m.connects_to(D) > 0, "the new proxy is dialed");
+
+    // Malformed data: warned and skipped; the others stay.
+    let before = listed(&pool);
+    w.put("/svc/redis/proxy-5", "{not json").await;
+    w.put("/svc/redis/proxy-6", r#"{"state":"online"}"#).await;
+    eventually("two warnings", WITHIN, || {
+        seen.warnings_with("proxy-5") >= 1 && seen.warnings_with("proxy-6") >= 1
+    })
+    .await;
+    // A later valid change still goes through (the watch survived the bad values).
+    w.put("/svc/redis/proxy-2", &codis(B, "online")).await;
+    until_listed(&pool, &[A, B, D]).await;
+    assert_eq!(before, strs(&[A, D]));
+    // A malformed value replacing a good one drops that backend.
+    w.put("/svc/redis/proxy-2", "nonsense").await;
+    until_listed(&pool, &[A, D]).await;
+    assert_eq!(
+        seen.errors_with(""),
+        0,
+        "no discovery error: {:?}",
+        seen.errors
+    );
+
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_empty_prefix_means_no_backends_then_first_registration() {
+    let etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    let (pool, _m, seen) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/empty/")));
+    fails_fast_with_no_backends(&pool).await;
+    assert_eq!(seen.errors_with(""), 0);
+    w.put("/empty/p1", A).await;
+    until_listed(&pool, &[A]).await;
+    w.delete("/empty/p1").await;
+    until_listed(&pool, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_restart_keeps_list_then_converges() {
+    let mut etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/r/p1", A).await;
+    w.put("/r/p2", B).await;
+    let (pool, _m, seen) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/r/")));
+    until_listed(&pool, &[A, B]).await;
+
+    etcd.kill();
+    eventually("the lost watch is reported", WITHIN, || {
+        pool.stats().discovery_errors >= 2
+    })
+    .await;
+    // Meanwhile the last list serves.
+    for _ in 0..20 {
+        assert_eq!(listed(&pool), strs(&[A, B]));
+        dial(&pool, 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    etcd.restart();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.delete("/r/p1").await;
+    w.put("/r/p3", C).await;
+    until_listed(&pool, &[B, C]).await;
+    assert!(seen.errors_with("etcd") >= 2);
+
+    // A graceful stop and start behaves the same.
+    let n = seen.errors.lock().unwrap().len();
+    etcd.stop();
+    eventually("the stop is reported", WITHIN, || {
+        seen.errors.lock().unwrap().len() > n
+    })
+    .await;
+    etcd.restart();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/r/p1", A).await;
+    until_listed(&pool, &[A, B, C]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_frozen_server_is_noticed_and_followed_after() {
+    let etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/f/p1", A).await;
+    let (pool, _m, seen) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/f/")));
+    until_listed(&pool, &[A]).await;
+
+    etcd.freeze();
+    eventually("the silent watch is reported", WITHIN, || {
+        seen.errors_with("silent") + seen.errors_with("timed out") >= 1
+    })
+    .await;
+    assert_eq!(listed(&pool), strs(&[A]), "last list kept");
+    etcd.thaw();
+    let mut w2 = V3::connect(&etcd.endpoint()).await;
+    w2.put("/f/p2", B).await;
+    until_listed(&pool, &[A, B]).await;
+    drop(w);
+}
+
+/// With progress requests off (an hour), only the HTTP/2 keep-alive can notice a frozen server:
+/// it must break the watch rather than let it hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_keepalive_breaks_a_frozen_watch() {
+    let etcd = EtcdServer::start_with_args(false, &["--grpc-keepalive-min-time=200ms"]);
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/k/p1", A).await;
+    let d = Etcd::prefix(&[&etcd.endpoint()], "/k/")
+        .progress_interval(Duration::from_secs(3600))
+        .keep_alive(Duration::from_millis(500), Duration::from_millis(500))
+        .request_timeout(Duration::from_secs(1))
+        .backoff(Duration::from_millis(50), Duration::from_millis(500));
+    let (pool, _m, seen) = pool_with(d);
+    until_listed(&pool, &[A]).await;
+    etcd.freeze();
+    eventually("the keep-alive breaks the watch", WITHIN, || {
+        seen.errors_with("watch on") >= 1
+    })
+    .await;
+    etcd.thaw();
+    w.put("/k/p2", B).await;
+    until_listed(&pool, &[A, B]).await;
+}
+
+/// The watcher is cut off (a frozen network path) while proxies change and etcd compacts its
+/// history past the watcher's revision: resuming fails with a compacted revision, so the
+/// adapter reads everything again and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_compaction_while_the_watcher_is_behind() {
+    let etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/c/p1", A).await;
+    w.put("/c/p2", B).await;
+    let freezer = Freezer::start(etcd.endpoint()).await;
+    let (pool, _m, seen) = pool_with(fast(Etcd::prefix(&[&freezer.endpoint()], "/c/")));
+    until_listed(&pool, &[A, B]).await;
+
+    freezer.freeze(true);
+    eventually("the cut-off watch is reported", WITHIN, || {
+        pool.stats().discovery_errors >= 1
+    })
+    .await;
+    w.delete("/c/p2").await;
+    w.put("/c/p3", C).await;
+    let mut rev = 0;
+    for i in 0..50 {
+        rev = w.put("/c-unrelated/k", &i.to_string()).await;
+    }
+    w.compact(rev).await;
+    assert_eq!(listed(&pool), strs(&[A, B]), "last list kept");
+
+    freezer.freeze(false);
+    until_listed(&pool, &[A, C]).await;
+    assert!(
+        seen.errors_with("compacted") >= 1,
+        "the compaction path was taken: {:?}",
+        seen.errors
+    );
+    // And the new watch works.
+    w.put("/c/p4", D).await;
+    until_listed(&pool, &[A, C, D]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_do_not_share_state() {
+    let etcd = EtcdServer::start_v2();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/one/p", A).await;
+    w.put("/two/p", B).await;
+    etcd.put_v2("/jodis/three/proxy-c", &codis(C, "online"));
+    let (p1, m1, _) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/one/")));
+    let (p2, m2, _) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/two/")));
+    let (p3, _m3, _) = pool_with(fast(Etcd::codis3(&[&etcd.endpoint()], "three")));
+    until_listed(&p1, &[A]).await;
+    until_listed(&p2, &[B]).await;
+    until_listed(&p3, &[C]).await;
+    dial(&p1, 2).await;
+    dial(&p2, 3).await;
+    assert_eq!((m1.connects_to(A), m1.connects_to(B)), (2, 0));
+    assert_eq!((m2.connects_to(A), m2.connects_to(B)), (0, 3));
+
+    w.put("/two/q", C).await;
+    until_listed(&p2, &[B, C]).await;
+    assert_eq!(listed(&p1), strs(&[A]));
+    p1.close().await;
+    w.delete("/two/p").await;
+    until_listed(&p2, &[C]).await;
+    assert_eq!(listed(&p3), strs(&[C]));
+}
+
+// ---- v2: Etcd::codis3 -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_register_offline_delete_add_malformed() {
+    let etcd = EtcdServer::start_v2();
+    etcd.put_v2("/jodis/demo/proxy-a", &codis(A, "online"));
+    etcd.put_v2("/jodis/demo/proxy-b", &codis(B, "online"));
+    etcd.put_v2("/jodis/demo/proxy-c", &codis(C, "online"));
+    etcd.put_v2("/jodis/demo2/proxy-d", &codis(D, "online")); // another product
+    let (pool, m, seen) = pool_with(fast(Etcd::codis3(&[&etcd.endpoint()], "demo")));
+    until_listed(&pool, &[A, B, C]).await;
+
+    dial(&pool, 6).await;
+    for a in [A, B, C] {
+        assert_eq!(m.connects_to(a), 2, "round-robin: {a}");
+    }
+
+    etcd.put_v2("/jodis/demo/proxy-b", &codis(B, "offline"));
+    until_listed(&pool, &[A, C]).await;
+    eventually("B's idle connections closed", WITHIN, || m.live_to(B) == 0).await;
+    dial(&pool, 8).await;
+    assert_eq!(m.connects_to(B), 2, "no new dial to an offline proxy");
+
+    etcd.delete_v2("/jodis/demo/proxy-c");
+    until_listed(&pool, &[A]).await;
+    etcd.put_v2("/jodis/demo/proxy-d", &codis(D, "online"));
+    until_listed(&pool, &[A, D]).await;
+    dial(&pool, 12).await;
+    assert!(m.connects_to(D) > 0);
+
+    etcd.put_v2("/jodis/demo/proxy-e", "{\"addr\": 7}");
+    eventually("warned", WITHIN, || seen.warnings_with("proxy-e") >= 1).await;
+    etcd.put_v2("/jodis/demo/proxy-f", B); // plain host:port
+    until_listed(&pool, &[A, B, D]).await;
+    assert_eq!(
+        seen.warnings_with("proxy-e"),
+        1,
+        "a malformed value is warned about once: {:?}",
+        seen.warnings
+    );
+
+    // codis-proxy registers with a TTL: an expired registration leaves the list.
+    etcd.put_v2_ttl("/jodis/demo/proxy-g", &codis(C, "online"), Some(2));
+    until_listed(&pool, &[A, B, C, D]).await;
+    until_listed(&pool, &[A, B, D]).await;
+    assert_eq!(
+        seen.errors_with(""),
+        0,
+        "no discovery error: {:?}",
+        seen.errors
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_missing_directory_then_registration() {
+    let etcd = EtcdServer::start_v2();
+    let (pool, _m, seen) = pool_with(fast(Etcd::codis3(&[&etcd.endpoint()], "later")));
+    fails_fast_with_no_backends(&pool).await;
+    assert_eq!(seen.errors_with(""), 0);
+    etcd.put_v2("/jodis/later/proxy-1", &codis(A, "online"));
+    until_listed(&pool, &[A]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_restart_keeps_list_then_converges() {
+    let mut etcd = EtcdServer::start_v2();
+    etcd.put_v2("/jodis/demo/proxy-a", &codis(A, "online"));
+    etcd.put_v2("/jodis/demo/proxy-b", &codis(B, "online"));
+    let (pool, _m, seen) = pool_with(fast(Etcd::codis3(&[&etcd.endpoint()], "demo")));
+    until_listed(&pool, &[A, B]).await;
+
+    etcd.kill();
+    eventually("the lost poll is reported", WITHIN, || {
+        pool.stats().discovery_errors >= 2
+    })
+    .await;
+    for _ in 0..20 {
+        assert_eq!(listed(&pool), strs(&[A, B]));
+        dial(&pool, 2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    etcd.restart();
+    // The v2 store survives a restart (it is in the WAL and snapshots), its event history
+    // does not: the adapter reads everything again.
+    etcd.delete_v2("/jodis/demo/proxy-a");
+    etcd.put_v2("/jodis/demo/proxy-c", &codis(C, "online"));
+    until_listed(&pool, &[B, C]).await;
+
+    let n = seen.errors.lock().unwrap().len();
+    etcd.stop();
+    eventually("the stop is reported", WITHIN, || {
+        seen.errors.lock().unwrap().len() > n
+    })
+    .await;
+    etcd.restart();
+    etcd.put_v2("/jodis/demo/proxy-a", &codis(A, "online"));
+    until_listed(&pool, &[A, B, C]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_frozen_server_and_cut_off_path() {
+    let etcd = EtcdServer::start_v2();
+    etcd.put_v2("/jodis/demo/proxy-a", &codis(A, "online"));
+    let freezer = Freezer::start(etcd.endpoint()).await;
+    let (pool, _m, seen) = pool_with(fast(Etcd::codis3(&[&freezer.endpoint()], "demo")));
+    until_listed(&pool, &[A]).await;
+
+    // A cut-off path: the long-poll ends quietly, the next one gets no headers: reported.
+    freezer.freeze(true);
+    eventually("the cut-off poll is reported", WITHIN, || {
+        seen.errors_with("no response") >= 1
+    })
+    .await;
+    etcd.put_v2("/jodis/demo/proxy-b", &codis(B, "online"));
+    assert_eq!(listed(&pool), strs(&[A]), "last list kept");
+    freezer.freeze(false);
+    until_listed(&pool, &[A, B]).await;
+
+    // A frozen server.
+    let n = seen.errors.lock().unwrap().len();
+    etcd.freeze();
+    eventually("the frozen server is reported", WITHIN, || {
+        seen.errors.lock().unwrap().len() > n
+    })
+    .await;
+    etcd.thaw();
+    etcd.put_v2("/jodis/demo/proxy-c", &codis(C, "online"));
+    until_listed(&pool, &[A, B, C]).await;
+}
+
+/// Many v2 events elsewhere in the store while the adapter long-polls: its wait index falls
+/// out of the 1,000-event history unless it advances on quiet polls; either way it converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_busy_store_elsewhere() {
+    let etcd = EtcdServer::start_v2();
+    etcd.put_v2("/jodis/demo/proxy-a", &codis(A, "online"));
+    let (pool, _m, _seen) = pool_with(fast(Etcd::codis3(&[&etcd.endpoint()], "demo")));
+    until_listed(&pool, &[A]).await;
+    let e = &etcd;
+    tokio::task::block_in_place(|| {
+        for i in 0..1200 {
+            e.put_v2("/unrelated/key", &i.to_string());
+        }
+    });
+    etcd.put_v2("/jodis/demo/proxy-b", &codis(B, "online"));
+    until_listed(&pool, &[A, B]).await;
+}
+
+// ---- measurements -----------------------------------------------------------------------------
+
+/// Time from a write to the pool's list showing it, polled every millisecond.
+async fn converge(pool: &Pool<Faulty>, want: &[&str]) -> Duration {
+    let want = strs(want);
+    let t = std::time::Instant::now();
+    while listed(pool) != want {
+        assert!(t.elapsed() < WITHIN, "no convergence to {want:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    t.elapsed()
+}
+
+fn summary(name: &str, mut v: Vec<Duration>) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "{name:<44} n={:<3} median {:>8.1} ms   max {:>8.1} ms",
+        v.len(),
+        ms(v[v.len() / 2]),
+        ms(*v.last().unwrap())
+    );
+}
+
+/// Prints how long the pool takes to follow each kind of change with the default knobs
+/// (except where noted). Not a pass/fail test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement; run with --ignored --nocapture"]
+async fn measure_convergence() {
+    const N: usize = 20;
+    // v3
+    let mut etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/m/p1", A).await;
+    let (pool, _m, _) = pool_with(Etcd::prefix(&[&etcd.endpoint()], "/m/"));
+    converge(&pool, &[A]).await;
+    let (mut add, mut off, mut on, mut del) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..N {
+        let t = std::time::Instant::now();
+        w.put("/m/p2", &codis(B, "online")).await;
+        converge(&pool, &[A, B]).await;
+        add.push(t.elapsed());
+        let t = std::time::Instant::now();
+        w.put("/m/p2", &codis(B, "offline")).await;
+        converge(&pool, &[A]).await;
+        off.push(t.elapsed());
+        let t = std::time::Instant::now();
+        w.put("/m/p2", &codis(B, "online")).await;
+        converge(&pool, &[A, B]).await;
+        on.push(t.elapsed());
+        let t = std::time::Instant::now();
+        w.delete("/m/p2").await;
+        converge(&pool, &[A]).await;
+        del.push(t.elapsed());
+    }
+    summary("v3 add (put new key)", add);
+    summary("v3 offline (state flip)", off);
+    summary("v3 online again", on);
+    summary("v3 delete", del);
+
+    let mut restart = vec![];
+    for _ in 0..5 {
+        etcd.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        etcd.restart(); // returns once etcd answers /health
+        let t = std::time::Instant::now();
+        let mut w = V3::connect(&etcd.endpoint()).await;
+        w.put("/m/p3", C).await;
+        converge(&pool, &[A, C]).await;
+        restart.push(t.elapsed());
+        w.delete("/m/p3").await;
+        converge(&pool, &[A]).await;
+    }
+    summary("v3 kill -9, 3 s down: healthy -> converged", restart);
+    pool.close().await;
+
+    // v3 compaction (fast knobs: the cut-off must be noticed first)
+    let freezer = Freezer::start(etcd.endpoint()).await;
+    let (pool, _m, _) = pool_with(fast(Etcd::prefix(&[&freezer.endpoint()], "/m/")));
+    converge(&pool, &[A]).await;
+    let mut compact = vec![];
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    for i in 0..5 {
+        freezer.freeze(true);
+        let e = pool.stats().discovery_errors;
+        while pool.stats().discovery_errors == e {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let key = format!("/m/c{i}");
+        let rev = w.put(&key, C).await;
+        w.compact(rev).await;
+        freezer.freeze(false);
+        let t = std::time::Instant::now();
+        converge(&pool, &[A, C]).await;
+        compact.push(t.elapsed());
+        w.delete(&key).await;
+        converge(&pool, &[A]).await;
+    }
+    summary("v3 compacted while cut off: path back -> conv.", compact);
+    drop(freezer);
+    drop(etcd);
+
+    // v2
+    let mut etcd = EtcdServer::start_v2();
+    etcd.put_v2("/jodis/m/proxy-a", &codis(A, "online"));
+    let (pool, _m, _) = pool_with(Etcd::codis3(&[&etcd.endpoint()], "m"));
+    converge(&pool, &[A]).await;
+    let (mut add, mut off, mut del) = (vec![], vec![], vec![]);
+    for _ in 0..N {
+        let t = std::time::Instant::now();
+        etcd.put_v2("/jodis/m/proxy-b", &codis(B, "online"));
+        converge(&pool, &[A, B]).await;
+        add.push(t.elapsed());
+        let t = std::time::Instant::now();
+        etcd.put_v2("/jodis/m/proxy-b", &codis(B, "offline"));
+        converge(&pool, &[A]).await;
+        off.push(t.elapsed());
+        etcd.put_v2("/jodis/m/proxy-b", &codis(B, "online"));
+        converge(&pool, &[A, B]).await;
+        let t = std::time::Instant::now();
+        etcd.delete_v2("/jodis/m/proxy-b");
+        converge(&pool, &[A]).await;
+        del.push(t.elapsed());
+    }
+    summary("v2 add", add);
+    summary("v2 offline (state flip)", off);
+    summary("v2 delete", del);
+    let mut restart = vec![];
+    for _ in 0..5 {
+        etcd.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        etcd.restart();
+        let t = std::time::Instant::now();
+        etcd.put_v2("/jodis/m/proxy-c", &codis(C, "online"));
+        converge(&pool, &[A, C]).await;
+        restart.push(t.elapsed());
+        etcd.delete_v2("/jodis/m/proxy-c");
+        converge(&pool, &[A]).await;
+    }
+    summary("v2 kill -9, 3 s down: healthy -> converged", restart);
+}
