@@ -1,0 +1,890 @@
+//! [`ZooKeeper`]: follows a directory of backend nodes in ZooKeeper (the Codis layouts and a
+//! generic one) and publishes its online members.
+//!
+//! # How it follows the directory
+//!
+//! `run` connects a `zookeeper-client` session and then, for as long as the pool lives:
+//!
+//! - lists the directory's children with a one-shot *children* watch (or, while the directory
+//!   does not exist, an *exists* watch on it, so its creation is seen: a missing directory is an
+//!   empty list);
+//! - reads every child's data with a one-shot *data* watch (Codis 2.x flips a proxy's `state`
+//!   in place), parsing it with the shared node parser (JSON with `addr`/`state`, or plain
+//!   `host:port`); an offline or malformed node is left out (a malformed one with a warning),
+//!   the others stay;
+//! - when a watch fires, re-reads what it covers and re-arms that watch *in the same call*
+//!   (ZooKeeper watches are one-shot), then publishes the complete list if it changed;
+//! - re-reads everything after every reconnect (watches re-sent by the client do not replay
+//!   every change made while it was disconnected) and every `resync_interval` as a safety net;
+//! - when the session ends (expiry is terminal in `zookeeper-client`), reports it, builds a new
+//!   client, re-reads everything and re-arms every watch;
+//! - while ZooKeeper is unreachable, publishes nothing (the pool keeps the last list) and
+//!   retries with a capped, jittered exponential backoff.
+//!
+//! Every failure is reported through [`Updates::report_error`] (counted in
+//! `Stats::discovery_errors`, fired as `Event::DiscoveryFailed`); nothing is printed. Each
+//! `ZooKeeper` value owns its sessions and caches: pools never share discovery state.
+//!
+//! One-shot watches are used rather than a persistent recursive watch: `zookeeper-client`
+//! 0.11 re-sends only the one-shot kinds after a reconnect (its `SetWatches` request carries the
+//! data, exists and child lists), and a persistent watch misses changes made while the client
+//! was disconnected anyway.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use zookeeper_client as zk;
+
+use super::node::{parse_node, NodeData};
+use super::{Discovery, Updates};
+use crate::backends::Backend;
+use crate::error::DiscoveryError;
+
+/// Default requested session timeout (the server clamps it to `[2, 20] × tickTime`).
+const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on establishing one session.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default period of the full re-read that backs up the watches.
+const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// Reconnect backoff: from this, doubling, up to `max_reconnect_backoff`, jittered 50–100 %.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+/// Default cap of the reconnect backoff.
+const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// Shortest accepted resync interval (a zero one would spin).
+const MIN_RESYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Which well-known layout a [`ZooKeeper`] follows (for logs and `Debug`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layout {
+    Codis3,
+    Codis2,
+    Directory,
+}
+
+/// Service discovery through a ZooKeeper directory whose children are backends.
+///
+/// Each child's data is JSON with the address under `addr`, `proxy_addr` or `proto_addr` (a
+/// `state` other than `"online"`, or `"online": false`, means offline) or plain `host:port`.
+/// The constructors connect nothing; the pool's discovery task does, in [`Discovery::run`].
+///
+/// Defaults: session timeout 10 s (requested; the server clamps it to `[2, 20] × tickTime`),
+/// connect timeout 5 s per attempt, a full re-read every 30 s besides the watches, reconnect
+/// backoff from 100 ms doubling to 3 s (jittered).
+///
+/// # Example
+///
+/// ```no_run
+/// # #[derive(Debug)] struct E; impl std::fmt::Display for E { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("e") } } impl std::error::Error for E {}
+/// # struct Tcp;
+/// # impl connpool::Manager for Tcp {
+/// #     type Connection = ();
+/// #     type Error = E;
+/// #     async fn connect(&self, _: &connpool::Backend) -> Result<(), E> { Ok(()) }
+/// #     async fn check(&self, _: &mut ()) -> Result<(), E> { Ok(()) }
+/// # }
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use connpool::{discovery::ZooKeeper, Pool};
+///
+/// // Codis 3.x proxies of product "demo", registered in the ZooKeeper at 10.0.0.1:2181.
+/// let zk = ZooKeeper::codis3("10.0.0.1:2181", "demo").resync_interval(Duration::from_secs(10));
+/// let pool = Pool::builder(Tcp).discovery(zk).build()?;
+/// let conn = pool.get().await?; // waits for the first list
+/// println!("dialed {}", conn.backend().addr());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ZooKeeper {
+    connect: String,
+    path: String,
+    layout: Layout,
+    session_timeout: Duration,
+    connect_timeout: Duration,
+    resync_interval: Duration,
+    max_backoff: Duration,
+}
+
+impl fmt::Debug for ZooKeeper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZooKeeper")
+            .field("connect", &self.connect)
+            .field("path", &self.path)
+            .field("layout", &self.layout)
+            .field("session_timeout", &self.session_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("resync_interval", &self.resync_interval)
+            .field("max_reconnect_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+impl ZooKeeper {
+    /// Codis 3.x: the proxies of `product` as they publish themselves for clients, under
+    /// `/jodis/<product>` (children `proxy-<token>`, JSON with `addr` and `state`; the
+    /// directory Jodis watches). `connect` is `host:port[,host:port...]`, optionally followed
+    /// by a chroot (`host:port/chroot`).
+    ///
+    /// ```no_run
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo");
+    /// assert_eq!(zk.path(), "/jodis/demo");
+    /// ```
+    pub fn codis3(connect: &str, product: &str) -> Self {
+        Self::with_layout(connect, &format!("/jodis/{product}"), Layout::Codis3)
+    }
+
+    /// Codis 2.x: the proxies of `product` under `/zk/codis/db_<product>/proxy` (JSON
+    /// `{"addr": ..., "state": "online"}`, whose state flips in place).
+    ///
+    /// ```no_run
+    /// let zk = connpool::discovery::ZooKeeper::codis2("127.0.0.1:2181", "demo");
+    /// assert_eq!(zk.path(), "/zk/codis/db_demo/proxy");
+    /// ```
+    pub fn codis2(connect: &str, product: &str) -> Self {
+        Self::with_layout(
+            connect,
+            &format!("/zk/codis/db_{product}/proxy"),
+            Layout::Codis2,
+        )
+    }
+
+    /// Any directory whose children hold JSON (`addr`, `proxy_addr` or `proto_addr`, optional
+    /// `state`/`online`) or plain `host:port`. A missing leading `/` is added and a trailing
+    /// one dropped.
+    ///
+    /// ```no_run
+    /// let zk = connpool::discovery::ZooKeeper::directory("127.0.0.1:2181", "/serverlist");
+    /// assert_eq!(zk.path(), "/serverlist");
+    /// ```
+    pub fn directory(connect: &str, path: &str) -> Self {
+        Self::with_layout(connect, path, Layout::Directory)
+    }
+
+    fn with_layout(connect: &str, path: &str, layout: Layout) -> Self {
+        ZooKeeper {
+            connect: connect.trim().to_owned(),
+            path: normalize_path(path),
+            layout,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            resync_interval: DEFAULT_RESYNC_INTERVAL,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        }
+    }
+
+    /// The session timeout to request (default 10 s; the server clamps it to
+    /// `[2, 20] × tickTime`). While ZooKeeper is unreachable for longer, the session expires
+    /// and a new one is built once it is back.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
+    ///     .session_timeout(Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn session_timeout(mut self, d: Duration) -> Self {
+        self.session_timeout = d;
+        self
+    }
+
+    /// Bound on establishing one session (default 5 s); a failed attempt is reported and
+    /// retried after the reconnect backoff.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
+    ///     .connect_timeout(Duration::from_secs(2));
+    /// ```
+    #[must_use]
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often the whole directory is re-read besides the watches, as a safety net
+    /// (default 30 s; at least 100 ms).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
+    ///     .resync_interval(Duration::from_secs(10));
+    /// ```
+    #[must_use]
+    pub fn resync_interval(mut self, d: Duration) -> Self {
+        self.resync_interval = d.max(MIN_RESYNC_INTERVAL);
+        self
+    }
+
+    /// Cap of the reconnect backoff (default 3 s). Reconnects start after 100 ms and double
+    /// up to this cap, each delay jittered down by up to half.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
+    ///     .max_reconnect_backoff(Duration::from_secs(10));
+    /// ```
+    #[must_use]
+    pub fn max_reconnect_backoff(mut self, d: Duration) -> Self {
+        self.max_backoff = d.max(BACKOFF_BASE);
+        self
+    }
+
+    /// The directory followed.
+    ///
+    /// ```no_run
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo");
+    /// assert_eq!(zk.path(), "/jodis/demo");
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The connect string (`host:port[,host:port...][/chroot]`).
+    ///
+    /// ```no_run
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo");
+    /// assert_eq!(zk.connect_string(), "127.0.0.1:2181");
+    /// ```
+    pub fn connect_string(&self) -> &str {
+        &self.connect
+    }
+
+    /// Opens one session, bounded by `connect_timeout`.
+    async fn open(&self) -> Result<zk::Client, String> {
+        let connector = zk::Client::connector()
+            .with_session_timeout(self.session_timeout)
+            .with_fail_eagerly();
+        match tokio::time::timeout(self.connect_timeout, connector.connect(&self.connect)).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(format!(
+                "zookeeper {}: cannot open a session: {e}",
+                self.connect
+            )),
+            Err(_) => Err(format!(
+                "zookeeper {}: no session within {:?}",
+                self.connect, self.connect_timeout
+            )),
+        }
+    }
+
+    /// Follows the directory through one session until it ends or the pool closes.
+    async fn follow(
+        &self,
+        client: &zk::Client,
+        updates: &Updates,
+        cache: &mut Cache,
+        published: &mut Option<Vec<Backend>>,
+    ) -> SessionEnd {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Target, zk::WatchedEvent)>();
+        let mut watches = Watches {
+            tasks: JoinSet::new(),
+            tx,
+            children: false,
+            exists: false,
+            data: HashSet::new(),
+        };
+        let mut states = client.state_watcher();
+        let mut connected = true;
+        let mut work = Work::All;
+        let mut next_resync = Instant::now() + self.resync_interval;
+        let mut retry: Option<(Instant, Duration)> = None;
+
+        loop {
+            if connected && !work.is_none() {
+                let pending = std::mem::take(&mut work);
+                let ok = match self
+                    .read(client, &pending, cache, &mut watches, updates)
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(Failure::Error(message)) => {
+                        tracing::warn!(path = %self.path, "{message}");
+                        updates.report_error(&message);
+                        false
+                    }
+                    Err(Failure::Ended(end)) => return end,
+                };
+                if ok {
+                    retry = None;
+                    if matches!(pending, Work::All) {
+                        next_resync = Instant::now() + self.resync_interval;
+                    }
+                    let list = cache.online();
+                    if published.as_ref() != Some(&list) {
+                        tracing::info!(
+                            path = %self.path,
+                            backends = ?list.iter().map(Backend::addr).collect::<Vec<_>>(),
+                            "zookeeper: publishing the backend list"
+                        );
+                        updates.publish(list.iter().cloned());
+                        *published = Some(list);
+                    }
+                } else {
+                    // Read again later (everything: the cache may be partly stale).
+                    let delay = retry.map_or(Duration::from_millis(200), |(_, d)| {
+                        (d * 2).min(self.max_backoff)
+                    });
+                    retry = Some((Instant::now() + jitter(delay), delay));
+                }
+            }
+
+            let retry_at = retry.map(|(at, _)| at);
+            tokio::select! {
+                () = updates.closed() => return SessionEnd::PoolClosed,
+                state = states.changed() => match state {
+                    zk::SessionState::Disconnected => {
+                        connected = false;
+                        let message = format!(
+                            "zookeeper {}: connection lost; keeping the last list while reconnecting",
+                            self.connect
+                        );
+                        tracing::warn!("{message}");
+                        updates.report_error(&message);
+                    }
+                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                        tracing::info!(connect = %self.connect, "zookeeper: reconnected; re-reading {}", self.path);
+                        connected = true;
+                        work = Work::All;
+                    }
+                    terminal => return SessionEnd::Terminal(terminal),
+                },
+                Some((target, event)) = rx.recv() => {
+                    if let Some(end) = watches.fired(target, &event, &mut work) {
+                        return end;
+                    }
+                    // Coalesce whatever else already fired.
+                    while let Ok((target, event)) = rx.try_recv() {
+                        if let Some(end) = watches.fired(target, &event, &mut work) {
+                            return end;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next_resync) => {
+                    tracing::debug!(path = %self.path, "zookeeper: periodic resync");
+                    next_resync = Instant::now() + self.resync_interval;
+                    work = Work::All;
+                }
+                () = sleep_until_opt(retry_at), if retry_at.is_some() => {
+                    retry = retry.map(|(_, d)| (Instant::now() + d, d));
+                    work = Work::All;
+                }
+            }
+        }
+    }
+
+    /// Performs `work`: re-reads (and re-arms) the directory and/or some children.
+    async fn read(
+        &self,
+        client: &zk::Client,
+        work: &Work,
+        cache: &mut Cache,
+        watches: &mut Watches,
+        updates: &Updates,
+    ) -> Result<(), Failure> {
+        let (names, list_dir) = match work {
+            Work::None => return Ok(()),
+            Work::All => (None, true),
+            Work::Some { children, data } => (Some(data), *children),
+        };
+        let mut to_read: Vec<String> = Vec::new();
+        if list_dir {
+            let children = self.list(client, watches).await?;
+            let listed: HashSet<&str> = children.iter().map(String::as_str).collect();
+            cache.nodes.retain(|name, _| listed.contains(name.as_str()));
+            match names {
+                // A full pass: every child.
+                None => to_read = children.clone(),
+                // Children changed: the new ones, plus any data that also fired.
+                Some(data) => {
+                    to_read.extend(
+                        children
+                            .iter()
+                            .filter(|c| !cache.nodes.contains_key(*c) || data.contains(*c))
+                            .cloned(),
+                    );
+                }
+            }
+        } else if let Some(data) = names {
+            to_read.extend(
+                data.iter()
+                    .filter(|c| cache.nodes.contains_key(*c))
+                    .cloned(),
+            );
+        }
+        if to_read.is_empty() {
+            return Ok(());
+        }
+        // Send every request first (the client sends at call time), then collect: one round
+        // trip for the whole batch.
+        let mut pending = Vec::with_capacity(to_read.len());
+        for name in &to_read {
+            let path = child_path(&self.path, name);
+            let fut = if watches.data.contains(name) {
+                Read::Plain(client.get_data(&path))
+            } else {
+                Read::Watch(client.get_and_watch_data(&path))
+            };
+            pending.push((name, fut));
+        }
+        let mut first_error: Option<String> = None;
+        for (name, fut) in pending {
+            let result = match fut {
+                Read::Plain(f) => f.await.map(|(d, s)| (d, s, None)),
+                Read::Watch(f) => f.await.map(|(d, s, w)| (d, s, Some(w))),
+            };
+            match result {
+                Ok((data, stat, watcher)) => {
+                    if let Some(w) = watcher {
+                        watches.arm(Target::Data(name.clone()), w);
+                    }
+                    cache.update(name, &data, stat.mzxid, updates, &self.path);
+                }
+                Err(zk::Error::NoNode) => {
+                    // Deleted since the listing; the children watch reports it too.
+                    cache.nodes.remove(name);
+                }
+                Err(e) => {
+                    if let Some(end) = terminal_error(&e) {
+                        return Err(Failure::Ended(end));
+                    }
+                    first_error.get_or_insert_with(|| {
+                        format!(
+                            "zookeeper {}: reading {}: {e}",
+                            self.connect,
+                            child_path(&self.path, name)
+                        )
+                    });
+                }
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(message) => Err(Failure::Error(message)),
+        }
+    }
+
+    /// Lists the directory, arming the children watch (or, while it is missing, the exists
+    /// watch) unless one is already outstanding. A missing directory is an empty list.
+    async fn list(
+        &self,
+        client: &zk::Client,
+        watches: &mut Watches,
+    ) -> Result<Vec<String>, Failure> {
+        let fail = |e: zk::Error| match terminal_error(&e) {
+            Some(end) => Failure::Ended(end),
+            None => Failure::Error(format!(
+                "zookeeper {}: listing {}: {e}",
+                self.connect, self.path
+            )),
+        };
+        // Twice at most: the directory may be created between a failed listing and the
+        // exists watch.
+        for _ in 0..2 {
+            let listed = if watches.children {
+                client.list_children(&self.path).await
+            } else {
+                match client.list_and_watch_children(&self.path).await {
+                    Ok((children, watcher)) => {
+                        watches.arm(Target::Children, watcher);
+                        Ok(children)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            match listed {
+                Ok(children) => return Ok(children),
+                Err(zk::Error::NoNode) => {
+                    if watches.exists {
+                        return Ok(Vec::new());
+                    }
+                    let (stat, watcher) = client
+                        .check_and_watch_stat(&self.path)
+                        .await
+                        .map_err(fail)?;
+                    watches.arm(Target::Exists, watcher);
+                    if stat.is_none() {
+                        tracing::debug!(path = %self.path, "zookeeper: directory missing; watching for it");
+                        return Ok(Vec::new());
+                    }
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
+impl Discovery for ZooKeeper {
+    async fn run(&self, updates: Updates) -> Result<(), DiscoveryError> {
+        if let Err(e) = check_path(&self.path) {
+            return Err(DiscoveryError::new(format!("zookeeper: {e}")));
+        }
+        let mut cache = Cache::default();
+        let mut published: Option<Vec<Backend>> = None;
+        let mut failures: u32 = 0;
+        loop {
+            if updates.is_closed() {
+                return Ok(());
+            }
+            let opened = tokio::select! {
+                r = self.open() => r,
+                () = updates.closed() => return Ok(()),
+            };
+            match opened {
+                Ok(client) => {
+                    failures = 0;
+                    tracing::info!(
+                        connect = %self.connect,
+                        session = %client.session_id(),
+                        timeout = ?client.session_timeout(),
+                        "zookeeper: session established; following {}", self.path
+                    );
+                    let end = self
+                        .follow(&client, &updates, &mut cache, &mut published)
+                        .await;
+                    drop(client);
+                    let message = match end {
+                        SessionEnd::PoolClosed => return Ok(()),
+                        SessionEnd::Terminal(zk::SessionState::Expired) => format!(
+                            "zookeeper {}: session expired; reconnecting with a new session",
+                            self.connect
+                        ),
+                        SessionEnd::Terminal(state) => format!(
+                            "zookeeper {}: session ended ({state}); reconnecting with a new session",
+                            self.connect
+                        ),
+                    };
+                    tracing::warn!("{message}");
+                    updates.report_error(&message);
+                }
+                Err(message) => {
+                    tracing::warn!("{message}");
+                    updates.report_error(&message);
+                }
+            }
+            let delay = jitter(
+                BACKOFF_BASE
+                    .saturating_mul(1 << failures.min(16))
+                    .min(self.max_backoff),
+            );
+            failures = failures.saturating_add(1);
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = updates.closed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Why `follow` returned.
+#[derive(Debug)]
+enum SessionEnd {
+    PoolClosed,
+    Terminal(zk::SessionState),
+}
+
+/// A failed read: an error the session survives, or the end of the session.
+enum Failure {
+    Error(String),
+    Ended(SessionEnd),
+}
+
+fn terminal_error(e: &zk::Error) -> Option<SessionEnd> {
+    match e {
+        zk::Error::SessionExpired => Some(SessionEnd::Terminal(zk::SessionState::Expired)),
+        zk::Error::ClientClosed => Some(SessionEnd::Terminal(zk::SessionState::Closed)),
+        zk::Error::AuthFailed => Some(SessionEnd::Terminal(zk::SessionState::AuthFailed)),
+        _ => None,
+    }
+}
+
+/// What a watch covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// The directory's children.
+    Children,
+    /// The directory's existence.
+    Exists,
+    /// One child's data.
+    Data(String),
+}
+
+/// What needs re-reading.
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Work {
+    #[default]
+    None,
+    /// Everything.
+    All,
+    /// The listing (if `children`) and the data of some children.
+    Some {
+        children: bool,
+        data: HashSet<String>,
+    },
+}
+
+impl Work {
+    fn is_none(&self) -> bool {
+        matches!(self, Work::None)
+    }
+
+    fn add(&mut self, target: Target) {
+        match self {
+            Work::All => {}
+            Work::None => {
+                *self = Work::Some {
+                    children: false,
+                    data: HashSet::new(),
+                };
+                self.add(target);
+            }
+            Work::Some { children, data } => match target {
+                Target::Children | Target::Exists => *children = true,
+                Target::Data(name) => {
+                    data.insert(name);
+                }
+            },
+        }
+    }
+}
+
+/// The watches outstanding in one session: one task per watch, each sending its event back.
+/// Never more than one per target: a watch is re-armed only after it fired.
+struct Watches {
+    tasks: JoinSet<()>,
+    tx: mpsc::UnboundedSender<(Target, zk::WatchedEvent)>,
+    children: bool,
+    exists: bool,
+    data: HashSet<String>,
+}
+
+impl Watches {
+    fn arm(&mut self, target: Target, watcher: zk::OneshotWatcher) {
+        match &target {
+            Target::Children => self.children = true,
+            Target::Exists => self.exists = true,
+            Target::Data(name) => {
+                self.data.insert(name.clone());
+            }
+        }
+        let tx = self.tx.clone();
+        self.tasks.spawn(async move {
+            let event = watcher.changed().await;
+            let _ = tx.send((target, event));
+        });
+        // Reap finished tasks so the set does not grow with every fired watch.
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// A watch fired: mark it spent and note what to re-read. A session event on a one-shot
+    /// watch means the session ended.
+    fn fired(
+        &mut self,
+        target: Target,
+        event: &zk::WatchedEvent,
+        work: &mut Work,
+    ) -> Option<SessionEnd> {
+        match &target {
+            Target::Children => self.children = false,
+            Target::Exists => self.exists = false,
+            Target::Data(name) => {
+                self.data.remove(name);
+            }
+        }
+        if event.event_type == zk::EventType::Session {
+            if event.session_state.is_terminated() {
+                return Some(SessionEnd::Terminal(event.session_state));
+            }
+            *work = Work::All;
+            return None;
+        }
+        tracing::debug!(?target, event = ?event.event_type, path = %event.path, "zookeeper: watch fired");
+        work.add(target);
+        None
+    }
+}
+
+/// What is known of each child, across sessions of one run.
+#[derive(Debug, Default)]
+struct Cache {
+    nodes: BTreeMap<String, Node>,
+}
+
+#[derive(Debug)]
+struct Node {
+    /// The zxid of the data's last modification (re-parsed and re-warned only when it moves).
+    mzxid: i64,
+    parsed: Result<NodeData, String>,
+}
+
+impl Cache {
+    /// Records a child's data, warning once per version if it is malformed.
+    fn update(&mut self, name: &str, data: &[u8], mzxid: i64, updates: &Updates, dir: &str) {
+        if let Some(node) = self.nodes.get(name) {
+            if node.mzxid == mzxid {
+                return;
+            }
+        }
+        let parsed = parse_node(name, data);
+        if let Err(why) = &parsed {
+            let message = format!("zookeeper {dir}: skipping {why}");
+            tracing::warn!("{message}");
+            updates.warn(&message);
+        }
+        self.nodes.insert(name.to_owned(), Node { mzxid, parsed });
+    }
+
+    /// The online backends, in child-name order, each address once.
+    fn online(&self) -> Vec<Backend> {
+        online_list(self.nodes.values().map(|n| &n.parsed))
+    }
+}
+
+/// The online backends among parsed nodes, each address once (first wins).
+fn online_list<'a>(parsed: impl Iterator<Item = &'a Result<NodeData, String>>) -> Vec<Backend> {
+    let mut seen = HashSet::new();
+    parsed
+        .filter_map(|p| match p {
+            Ok(NodeData::Online(b)) => Some(b),
+            _ => None,
+        })
+        .filter(|b| seen.insert(b.addr().to_owned()))
+        .cloned()
+        .collect()
+}
+
+/// Adds a leading `/`, drops trailing ones (the root stays `/`).
+fn normalize_path(path: &str) -> String {
+    let trimmed = path.trim().trim_end_matches('/');
+    if trimmed.starts_with('/') {
+        trimmed.to_owned()
+    } else {
+        format!("/{trimmed}")
+    }
+}
+
+/// A path ZooKeeper accepts: absolute, no empty, `.` or `..` segment, no NUL.
+fn check_path(path: &str) -> Result<(), String> {
+    if path == "/" {
+        return Ok(());
+    }
+    let ok = path.starts_with('/')
+        && !path.contains('\0')
+        && path[1..]
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{path:?} is not a valid ZooKeeper path"))
+    }
+}
+
+fn child_path(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// `d` jittered down by up to half.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One read in a batch: a plain one (its watch is still armed) or one that arms a watch.
+enum Read<P, W> {
+    Plain(P),
+    Watch(W),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_and_paths() {
+        assert_eq!(ZooKeeper::codis3("h:1", "p").path(), "/jodis/p");
+        assert_eq!(ZooKeeper::codis2("h:1", "p").path(), "/zk/codis/db_p/proxy");
+        assert_eq!(
+            ZooKeeper::directory("h:1", "serverlist/").path(),
+            "/serverlist"
+        );
+        assert_eq!(ZooKeeper::directory("h:1", "/").path(), "/");
+        assert_eq!(ZooKeeper::directory("h:1", "").path(), "/");
+        assert_eq!(child_path("/", "a"), "/a");
+        assert_eq!(child_path("/d", "a"), "/d/a");
+        assert!(check_path("/jodis/p").is_ok());
+        assert!(check_path("/").is_ok());
+        for bad in ["/a//b", "/a/./b", "/a/..", "/a\0b", "a"] {
+            assert!(check_path(bad).is_err(), "{bad:?}");
+        }
+        // An empty product makes a path ZooKeeper refuses: run reports it, nothing panics.
+        assert!(check_path(ZooKeeper::codis2("h:1", "").path()).is_ok());
+        assert!(check_path(&normalize_path("/jodis/a//b")).is_err());
+    }
+
+    #[test]
+    fn knobs_are_clamped() {
+        let zk = ZooKeeper::codis3("h:1", "p")
+            .resync_interval(Duration::ZERO)
+            .max_reconnect_backoff(Duration::ZERO)
+            .connect_timeout(Duration::ZERO);
+        assert_eq!(zk.resync_interval, MIN_RESYNC_INTERVAL);
+        assert_eq!(zk.max_backoff, BACKOFF_BASE);
+        assert!(zk.connect_timeout > Duration::ZERO);
+        assert!(format!("{zk:?}").contains("/jodis/p"));
+    }
+
+    #[test]
+    fn online_list_keeps_online_once_in_order() {
+        let b = |a: &str, id: &str| Backend::new(a).with_id(id);
+        let parsed = [
+            Ok(NodeData::Online(b("h:1", "a"))),
+            Ok(NodeData::Offline),
+            Err("bad".to_owned()),
+            Ok(NodeData::Online(b("h:2", "c"))),
+            Ok(NodeData::Online(b("h:1", "d"))),
+        ];
+        let list = online_list(parsed.iter());
+        assert_eq!(list, vec![b("h:1", "a"), b("h:2", "c")]);
+    }
+
+    #[test]
+    fn work_merges() {
+        let mut w = Work::None;
+        w.add(Target::Data("a".into()));
+        w.add(Target::Data("a".into()));
+        assert_eq!(
+            w,
+            Work::Some {
+                children: false,
+                data: ["a".to_owned()].into_iter().collect()
+            }
+        );
+        w.add(Target::Exists);
+        assert!(matches!(w, Work::Some { children: true, .. }));
+        let mut all = Work::All;
+        all.add(Target::Children);
+        assert_eq!(all, Work::All);
+    }
+
+    #[test]
+    fn jitter_stays_within_half() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_millis(100));
+            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
+        }
+    }
+}

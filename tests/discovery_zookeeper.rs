@@ -1,0 +1,601 @@
+//! `discovery::ZooKeeper` against a real ZooKeeper 3.8 (Debian's `zookeeper` package), started
+//! by `support::zookeeper_server` on 127.0.0.1 and a random port: the Codis 3.x, Codis 2.x and
+//! generic layouts; proxies registering, going offline, being deleted and added; malformed
+//! data; a server restart; a session expiry; two pools side by side; close.
+//!
+//! The pool dials through `Faulty` (no I/O), so the discovered addresses need not exist. Every
+//! assertion polls the pool's status or the manager's counts with a generous deadline.
+#![cfg(feature = "zookeeper")]
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use connpool::discovery::ZooKeeper;
+use connpool::{Error, Event, Pool};
+use support::faulty::Faulty;
+use support::zookeeper_server::ZooKeeperServer;
+use zookeeper_client as zk;
+
+/// Deadline of every convergence wait: far above the expected fraction of a second, so a
+/// slow CI machine does not fail the test.
+const CONVERGE: Duration = Duration::from_secs(30);
+
+// ---- helpers ------------------------------------------------------------------------------
+
+/// A writer session of the test's own (the "proxies" registering themselves).
+async fn writer(server: &ZooKeeperServer) -> zk::Client {
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        match zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(20))
+            .connect(&server.addr())
+            .await
+        {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("writer connect: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot connect a writer to {}: {e}", server.addr()),
+        }
+    }
+}
+
+/// Creates or overwrites a persistent node (and its parents).
+async fn put(client: &zk::Client, path: &str, data: &[u8]) {
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    if let Some((parent, _)) = path.rsplit_once('/') {
+        if !parent.is_empty() {
+            client.mkdir(parent, &opts).await.expect("mkdir");
+        }
+    }
+    match client.create(path, data, &opts).await {
+        Ok(_) => {}
+        Err(zk::Error::NodeExists) => {
+            client.set_data(path, data, None).await.expect("set_data");
+        }
+        Err(e) => panic!("create {path}: {e}"),
+    }
+}
+
+async fn delete(client: &zk::Client, path: &str) {
+    client.delete(path, None).await.expect("delete");
+}
+
+fn proxy(addr: &str, state: &str) -> Vec<u8> {
+    format!(
+        r#"{{"token":"t","start_time":"2026-01-01","admin_addr":"127.0.0.1:1","proto_type":"tcp4","proxy_addr":"{addr}","addr":"{addr}","state":"{state}"}}"#
+    )
+    .into_bytes()
+}
+
+/// Events a pool fired, as text, for assertions on discovery errors and warnings.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn hook(&self) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
+        let log = self.0.clone();
+        move |e: &Event<'_>| {
+            let line = match e {
+                Event::DiscoveryFailed { message } => format!("failed: {message}"),
+                Event::DiscoveryWarning { message } => format!("warning: {message}"),
+                Event::BackendsChanged { backends } => format!("changed: {backends:?}"),
+                _ => return,
+            };
+            log.lock().unwrap().push(line);
+        }
+    }
+    fn count(&self, needle: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+    fn dump(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+fn pool(manager: &Faulty, zk: ZooKeeper, log: &Log, max: usize) -> Pool<Faulty> {
+    Pool::builder(manager.clone())
+        .max_size(max)
+        .wait_timeout(Duration::from_secs(10))
+        .discovery(zk)
+        .on_event(log.hook())
+        .build()
+        .expect("build")
+}
+
+/// The pool's backend addresses, sorted.
+fn addrs(pool: &Pool<Faulty>) -> Vec<String> {
+    let mut v: Vec<String> = pool.status().backends.into_iter().map(|b| b.addr).collect();
+    v.sort();
+    v
+}
+
+/// Polls until the pool's backends are exactly `want` (any order).
+async fn converge(pool: &Pool<Faulty>, want: &[&str], log: &Log) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        if addrs(pool) == want {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "backends did not converge to {want:?} within {CONVERGE:?}: {:?}\nevents:\n{}",
+                pool.status(),
+                log.dump()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + CONVERGE;
+    while !cond() {
+        if Instant::now() >= deadline {
+            panic!("timed out after {CONVERGE:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Takes `n` connections at once (so the pool must dial where nothing is idle).
+async fn hold(pool: &Pool<Faulty>, n: usize) -> Vec<connpool::Pooled<Faulty>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(pool.get().await.expect("get"));
+    }
+    v
+}
+
+// ---- Codis 3.x ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_register_round_robin_offline_delete_add() {
+    let server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    let (a, b, c, d) = (
+        "10.0.0.1:19000",
+        "10.0.0.2:19000",
+        "10.0.0.3:19000",
+        "10.0.0.4:19000",
+    );
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    put(&w, "/jodis/demo/proxy-c", &proxy(c, "online")).await;
+    // The dashboard's records are not the clients': a pool must not follow them.
+    put(
+        &w,
+        "/codis3/demo/proxy/proxy-x",
+        &proxy("10.9.9.9:1", "online"),
+    )
+    .await;
+
+    let m = Faulty::new();
+    let log = Log::default();
+    // No periodic resync during the test: the watches alone must carry every change.
+    let zk = ZooKeeper::codis3(&server.addr(), "demo").resync_interval(Duration::from_secs(3600));
+    let pool = pool(&m, zk, &log, 6);
+    converge(&pool, &[a, b, c], &log).await;
+
+    // Round-robin connection creation: 6 dials over 3 proxies, 2 each.
+    let held = hold(&pool, 6).await;
+    assert_eq!(
+        [m.connects_to(a), m.connects_to(b), m.connects_to(c)],
+        [2, 2, 2]
+    );
+    drop(held);
+    until("6 idle", || pool.status().idle == 6).await;
+
+    // b goes offline (state flipped in place): it leaves, its idle connections close, and it
+    // gets no new dials.
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "offline")).await;
+    converge(&pool, &[a, c], &log).await;
+    until("b's idle connections closed", || m.live_to(b) == 0).await;
+    let held = hold(&pool, 6).await;
+    assert_eq!(m.connects_to(b), 2, "no new dial to an offline proxy");
+    assert!(held.iter().all(|p| p.backend().addr() != b));
+    drop(held);
+
+    // c is deleted.
+    delete(&w, "/jodis/demo/proxy-c").await;
+    converge(&pool, &[a], &log).await;
+    until("c's connections closed", || m.live_to(c) == 0).await;
+
+    // d is added; b comes back online.
+    put(&w, "/jodis/demo/proxy-d", &proxy(d, "online")).await;
+    converge(&pool, &[a, d], &log).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    converge(&pool, &[a, b, d], &log).await;
+    let before = m.connects_to(d);
+    let held = hold(&pool, 6).await;
+    assert!(m.connects_to(d) > before, "the new proxy is dialed");
+    drop(held);
+
+    // Every proxy gone: an explicit empty list, get() fails fast with NoBackends.
+    for p in ["proxy-a", "proxy-b", "proxy-d"] {
+        delete(&w, &format!("/jodis/demo/{p}")).await;
+    }
+    converge(&pool, &[], &log).await;
+    match pool.get().await {
+        Err(Error::NoBackends) => {}
+        Err(e) => panic!("expected NoBackends, got {e}"),
+        Ok(c) => panic!(
+            "expected NoBackends, got a connection to {}",
+            c.backend().addr()
+        ),
+    }
+    assert_eq!(
+        log.count("failed:"),
+        0,
+        "no discovery error:\n{}",
+        log.dump()
+    );
+    pool.close().await;
+}
+
+// ---- Codis 2.x ----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis2_missing_directory_then_state_flips() {
+    let server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis2(&server.addr(), "demo").resync_interval(Duration::from_secs(3600));
+    // The directory does not exist yet: an empty list, and a watch for its creation.
+    let pool = pool(&m, zk, &log, 4);
+    // An empty list is published (get fails fast), not nothing (get would wait for a list).
+    let t = Instant::now();
+    match pool.get_timeout(Duration::from_secs(60)).await {
+        Err(Error::NoBackends) => {}
+        Err(e) => panic!("expected NoBackends, got {e}"),
+        Ok(_) => panic!("expected NoBackends, got a connection"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(60), "failed fast");
+    let dir = "/zk/codis/db_demo/proxy";
+    let (a, b) = ("10.0.1.1:19000", "10.0.1.2:19000");
+    // Codis 2.x registers a proxy offline, then marks it online in place.
+    put(&w, &format!("{dir}/proxy_1"), &proxy(a, "offline")).await;
+    put(&w, &format!("{dir}/proxy_2"), &proxy(b, "online")).await;
+    converge(&pool, &[b], &log).await;
+    put(&w, &format!("{dir}/proxy_1"), &proxy(a, "online")).await;
+    converge(&pool, &[a, b], &log).await;
+    let held = hold(&pool, 4).await;
+    assert_eq!([m.connects_to(a), m.connects_to(b)], [2, 2]);
+    drop(held);
+    // mark_offline, in place: leaves, idle connections closed.
+    put(&w, &format!("{dir}/proxy_2"), &proxy(b, "mark_offline")).await;
+    converge(&pool, &[a], &log).await;
+    until("b's idle connections closed", || m.live_to(b) == 0).await;
+    // The directory itself is deleted: empty; re-created: followed again.
+    delete(&w, &format!("{dir}/proxy_1")).await;
+    delete(&w, &format!("{dir}/proxy_2")).await;
+    delete(&w, dir).await;
+    converge(&pool, &[], &log).await;
+    put(&w, &format!("{dir}/proxy_3"), &proxy(b, "online")).await;
+    converge(&pool, &[b], &log).await;
+    assert_eq!(
+        log.count("failed:"),
+        0,
+        "no discovery error:\n{}",
+        log.dump()
+    );
+    pool.close().await;
+}
+
+// ---- generic directory, malformed data ---------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_plain_and_json_malformed_skipped_with_warning() {
+    let server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    put(&w, "/serverlist/a", b"10.0.2.1:6379").await;
+    put(&w, "/serverlist/b", b"not an address").await;
+    put(&w, "/serverlist/c", br#"{"addr":"10.0.2.3:6379"}"#).await;
+    put(&w, "/serverlist/d", b"\xff\xfe\x00").await;
+    put(&w, "/serverlist/e", br#"{"addr": 5, "state": "online"}"#).await;
+    put(&w, "/serverlist/f", br#"{"addr":"10.0.2.6:6379","#).await;
+    put(&w, "/serverlist/g", b"").await;
+    put(&w, "/serverlist/h", &[b'9'; 100_000]).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::directory(&server.addr(), "/serverlist/");
+    let pool = pool(&m, zk, &log, 4);
+    converge(&pool, &["10.0.2.1:6379", "10.0.2.3:6379"], &log).await;
+    until("a warning per malformed node", || {
+        log.count("warning:") >= 6
+    })
+    .await;
+    for n in ["node b", "node d", "node e", "node f", "node g", "node h"] {
+        assert_eq!(log.count(n), 1, "one warning for {n}:\n{}", log.dump());
+    }
+    // Fixing one brings it in; the others stay.
+    put(&w, "/serverlist/b", b"10.0.2.2:6379").await;
+    converge(
+        &pool,
+        &["10.0.2.1:6379", "10.0.2.2:6379", "10.0.2.3:6379"],
+        &log,
+    )
+    .await;
+    // Breaking a good one takes it out (with a warning); the others stay.
+    put(&w, "/serverlist/a", b"{oops").await;
+    converge(&pool, &["10.0.2.2:6379", "10.0.2.3:6379"], &log).await;
+    until("a warning for a", || log.count("node a") == 1).await;
+    assert_eq!(
+        log.count("failed:"),
+        0,
+        "warnings are not errors:\n{}",
+        log.dump()
+    );
+    assert_eq!(pool.stats().discovery_errors, 0);
+    pool.close().await;
+}
+
+// ---- server restart -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_keeps_the_last_list_then_converges() {
+    // Sessions may last 20 s, so a short outage keeps the session: the client reconnects by
+    // itself and the discovery re-reads everything.
+    let mut server = ZooKeeperServer::start_with(Duration::from_secs(20));
+    let w = writer(&server).await;
+    let (a, b, c) = ("10.0.3.1:19000", "10.0.3.2:19000", "10.0.3.3:19000");
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&server.addr(), "demo")
+        .session_timeout(Duration::from_secs(15))
+        .resync_interval(Duration::from_secs(3600));
+    let pool = pool(&m, zk, &log, 4);
+    converge(&pool, &[a, b], &log).await;
+    drop(w);
+
+    server.stop();
+    until("the lost connection is reported", || {
+        log.count("connection lost") >= 1
+    })
+    .await;
+    // A few seconds without ZooKeeper: the last list stays in force and serves.
+    for _ in 0..30 {
+        assert_eq!(addrs(&pool), [a, b]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let conn = pool
+        .get()
+        .await
+        .expect("the last list serves while ZooKeeper is down");
+    drop(conn);
+    assert!(pool.stats().discovery_errors >= 1);
+
+    server.restart();
+    // Changes made after the restart are seen.
+    let w = writer(&server).await;
+    delete(&w, "/jodis/demo/proxy-a").await;
+    put(&w, "/jodis/demo/proxy-c", &proxy(c, "online")).await;
+    converge(&pool, &[b, c], &log).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "offline")).await;
+    converge(&pool, &[c], &log).await;
+    pool.close().await;
+}
+
+// ---- session expiry -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_rebuilds_the_client_and_rearms_every_watch() {
+    // Sessions last at most 2 s: an outage longer than that expires the discovery's session.
+    let mut server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    let (a, b, c) = ("10.0.4.1:19000", "10.0.4.2:19000", "10.0.4.3:19000");
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&server.addr(), "demo")
+        .session_timeout(Duration::from_secs(2))
+        .resync_interval(Duration::from_secs(3600));
+    let pool = pool(&m, zk, &log, 4);
+    converge(&pool, &[a, b], &log).await;
+    drop(w);
+
+    server.stop();
+    until("the session expiry is reported", || {
+        log.count("session expired") >= 1
+    })
+    .await;
+    assert_eq!(
+        addrs(&pool),
+        [a, b],
+        "the last list stays through the expiry"
+    );
+    server.restart();
+
+    // A new session: every watch re-armed. A child added, a data flip, a deletion are seen.
+    let w = writer(&server).await;
+    put(&w, "/jodis/demo/proxy-c", &proxy(c, "online")).await;
+    converge(&pool, &[a, b, c], &log).await;
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "offline")).await;
+    converge(&pool, &[b, c], &log).await;
+    delete(&w, "/jodis/demo/proxy-b").await;
+    converge(&pool, &[c], &log).await;
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    converge(&pool, &[a, c], &log).await;
+    pool.close().await;
+}
+
+// ---- independence and close ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_do_not_share_state_and_close_ends_the_session() {
+    let server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    put(&w, "/jodis/one/proxy-1", &proxy("10.0.5.1:1", "online")).await;
+    put(&w, "/jodis/two/proxy-1", &proxy("10.0.5.2:1", "online")).await;
+    let (m1, m2, m3) = (Faulty::new(), Faulty::new(), Faulty::new());
+    let log = Log::default();
+    let p1 = pool(&m1, ZooKeeper::codis3(&server.addr(), "one"), &log, 2);
+    let p2 = pool(&m2, ZooKeeper::codis3(&server.addr(), "two"), &log, 2);
+    // A third pool on the same directory as the first, with its own session.
+    let p3 = pool(&m3, ZooKeeper::codis3(&server.addr(), "one"), &log, 2);
+    converge(&p1, &["10.0.5.1:1"], &log).await;
+    converge(&p2, &["10.0.5.2:1"], &log).await;
+    converge(&p3, &["10.0.5.1:1"], &log).await;
+
+    put(&w, "/jodis/one/proxy-2", &proxy("10.0.5.3:1", "online")).await;
+    converge(&p1, &["10.0.5.1:1", "10.0.5.3:1"], &log).await;
+    converge(&p3, &["10.0.5.1:1", "10.0.5.3:1"], &log).await;
+    assert_eq!(addrs(&p2), ["10.0.5.2:1"]);
+
+    // Closing one pool ends its discovery (and its session) promptly; the others go on.
+    let connections = |s: &ZooKeeperServer| -> usize {
+        s.four_letter("srvr")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| {
+                        l.strip_prefix("Connections: ")
+                            .map(|n| n.trim().parse().ok())
+                    })
+                    .flatten()
+            })
+            .unwrap_or(usize::MAX)
+    };
+    // The writer, three pools, and the `srvr` probe itself.
+    until("5 connections", || connections(&server) == 5).await;
+    p1.close().await;
+    until("the closed pool's session gone", || {
+        connections(&server) == 4
+    })
+    .await;
+    put(&w, "/jodis/one/proxy-3", &proxy("10.0.5.4:1", "online")).await;
+    converge(&p3, &["10.0.5.1:1", "10.0.5.3:1", "10.0.5.4:1"], &log).await;
+    assert_eq!(addrs(&p2), ["10.0.5.2:1"]);
+    p2.close().await;
+    p3.close().await;
+    until("every discovery session gone", || connections(&server) == 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_zookeeper_reports_errors_and_publishes_nothing() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&format!("127.0.0.1:{port}"), "demo")
+        .connect_timeout(Duration::from_millis(500));
+    let pool = Pool::builder(m.clone())
+        .wait_timeout(Duration::from_millis(300))
+        .discovery(zk)
+        .on_event(log.hook())
+        .build()
+        .unwrap();
+    until("several reported connect failures", || {
+        log.count("cannot open a session") + log.count("no session within") >= 3
+    })
+    .await;
+    assert!(pool.stats().discovery_errors >= 3);
+    assert!(addrs(&pool).is_empty());
+    assert!(pool.get().await.is_err());
+    let t = Instant::now();
+    pool.close().await;
+    assert!(t.elapsed() < Duration::from_secs(10), "close is prompt");
+    assert_eq!(m.connects(), 0);
+}
+
+// ---- convergence figures (not a test of speed: prints, asserts nothing on time) -----------
+
+/// Prints how long the pool takes to reflect each kind of change. Run with
+/// `cargo test --features zookeeper --test discovery_zookeeper -- --ignored --nocapture convergence`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "prints figures; run by hand"]
+async fn convergence_figures() {
+    async fn timed(pool: &Pool<Faulty>, want: &[&str], log: &Log, from: Instant) -> Duration {
+        converge(pool, want, log).await;
+        from.elapsed()
+    }
+    let rounds = 5;
+    let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
+    let mut add = Vec::new();
+    let mut offline = Vec::new();
+    let mut del = Vec::new();
+    let mut restart = Vec::new();
+    let mut expiry = Vec::new();
+    for round in 0..rounds {
+        let mut server = ZooKeeperServer::start();
+        let w = writer(&server).await;
+        let (a, b) = ("10.0.9.1:1", "10.0.9.2:1");
+        put(&w, "/jodis/m/proxy-a", &proxy(a, "online")).await;
+        let m = Faulty::new();
+        let log = Log::default();
+        let zk = ZooKeeper::codis3(&server.addr(), "m")
+            .session_timeout(Duration::from_secs(2))
+            .resync_interval(Duration::from_secs(3600));
+        let pool = pool(&m, zk, &log, 2);
+        converge(&pool, &[a], &log).await;
+
+        let t = Instant::now();
+        put(&w, "/jodis/m/proxy-b", &proxy(b, "online")).await;
+        add.push(timed(&pool, &[a, b], &log, t).await);
+        let t = Instant::now();
+        put(&w, "/jodis/m/proxy-b", &proxy(b, "offline")).await;
+        offline.push(timed(&pool, &[a], &log, t).await);
+        put(&w, "/jodis/m/proxy-b", &proxy(b, "online")).await;
+        converge(&pool, &[a, b], &log).await;
+        let t = Instant::now();
+        delete(&w, "/jodis/m/proxy-b").await;
+        del.push(timed(&pool, &[a], &log, t).await);
+        drop(w);
+
+        // Restart within the session timeout: from the server answering again to a change
+        // made at once being reflected.
+        server.stop();
+        until("lost", || log.count("connection lost") >= 1).await;
+        server.restart();
+        let t = Instant::now();
+        let w = writer(&server).await;
+        put(&w, "/jodis/m/proxy-b", &proxy(b, "online")).await;
+        restart.push(timed(&pool, &[a, b], &log, t).await);
+        drop(w);
+
+        // Expiry: the server down past the session timeout; from the server answering again
+        // to a change made at once being reflected (through a new session).
+        let expired = log.count("session expired");
+        server.stop();
+        until("expired", || log.count("session expired") > expired).await;
+        server.restart();
+        let t = Instant::now();
+        let w = writer(&server).await;
+        delete(&w, "/jodis/m/proxy-b").await;
+        expiry.push(timed(&pool, &[a], &log, t).await);
+        pool.close().await;
+        eprintln!("round {round} done");
+    }
+    rows.push(("add (new child)", add));
+    rows.push(("offline (state flip)", offline));
+    rows.push(("delete (child removed)", del));
+    rows.push(("server restart (session kept)", restart));
+    rows.push(("session expiry (new session)", expiry));
+    eprintln!("\nchange                          median      max   (n={rounds})");
+    for (name, mut v) in rows {
+        v.sort();
+        eprintln!(
+            "{name:<30} {:>8.1?} {:>8.1?}",
+            v[v.len() / 2],
+            v[v.len() - 1]
+        );
+    }
+}
