@@ -337,6 +337,33 @@ async fn a_connection_the_server_closed_is_replaced_on_borrow() {
 }
 
 #[tokio::test]
+async fn a_dead_connection_is_known_without_a_round_trip() {
+    let server = RedisServer::start();
+    let pool = Pool::builder(RedisManager::new(&server.url()).unwrap())
+        .build()
+        .unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let id = client_id(&mut conn).await;
+    assert!(conn.is_reusable() && !conn.is_broken());
+    server.must(&["CLIENT", "KILL", "ID", &id.to_string()]);
+    // No command sent: the driver task sees the EOF and ends.
+    let deadline = std::time::Instant::now() + GONE_WITHIN;
+    while !conn.is_broken() {
+        assert!(std::time::Instant::now() < deadline, "{conn:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!conn.is_reusable());
+    drop(conn);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.closed_broken, pool.status().size),
+        (1, 0),
+        "{stats:?}"
+    );
+    pool.close().await;
+}
+
+#[tokio::test]
 async fn async_commands_and_detach_work() {
     use redis::AsyncCommands;
     let server = RedisServer::start();
