@@ -14,9 +14,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The [`redis`](::redis) crate is re-exported as `connpool::redis::redis`, so your code and
+//! The [`redis`] crate is re-exported as `connpool::redis::redis`, so your code and
 //! connpool agree on one version of it. Its `AsyncCommands` helpers work too, since
-//! [`RedisConnection`] implements [`redis::aio::ConnectionLike`](::redis::aio::ConnectionLike):
+//! [`RedisConnection`] implements [`redis::aio::ConnectionLike`]:
 //! `conn.set::<_, _, ()>("k", 1).await?` on a `Pooled<RedisManager>`.
 //!
 //! # One socket per pooled connection
