@@ -388,14 +388,30 @@ impl RedisConnection {
     }
 
     /// Records a reply (or its failure). An error that is a server's reply leaves the
-    /// connection usable; any other error (I/O, protocol, timeout) breaks it.
-    fn finish<T>(&mut self, result: &Result<T, RedisError>) {
+    /// connection usable; any other error (I/O, protocol, timeout) breaks it, and an I/O error
+    /// is given the server's address (keeping its `io::ErrorKind`, so `is_io_error`,
+    /// `is_connection_dropped` and `is_timeout` still answer).
+    fn finish<T>(&mut self, result: Result<T, RedisError>) -> Result<T, RedisError> {
         match result {
-            Ok(_) => self.state.clear(State::IN_FLIGHT),
-            Err(e) if is_reply(e) => self.state.clear(State::IN_FLIGHT),
+            Ok(v) => {
+                self.state.clear(State::IN_FLIGHT);
+                Ok(v)
+            }
+            Err(e) if is_reply(&e) => {
+                self.state.clear(State::IN_FLIGHT);
+                Err(e)
+            }
             Err(e) => {
                 self.state.set(State::BROKEN);
                 tracing::debug!(backend = %self.peer, error = %e, "connpool::redis: connection broken");
+                match io_kind(&e) {
+                    Some(kind) => Err(io::Error::new(
+                        kind,
+                        format!("redis connection to {}: {e}", self.peer),
+                    )
+                    .into()),
+                    None => Err(e),
+                }
             }
         }
     }
@@ -426,8 +442,7 @@ impl ConnectionLike for RedisConnection {
             self.state.before(cmd, self.db);
             // IN_FLIGHT is set: if this future is dropped here, the connection stays marked.
             let result = self.inner.req_packed_command(cmd).await;
-            self.finish(&result);
-            result
+            self.finish(result)
         })
     }
 
@@ -446,14 +461,25 @@ impl ConnectionLike for RedisConnection {
                 .inner
                 .req_packed_commands(pipeline, offset, count)
                 .await;
-            self.finish(&result);
-            result
+            self.finish(result)
         })
     }
 
     fn get_db(&self) -> i64 {
         self.inner.get_db()
     }
+}
+
+/// The `io::ErrorKind` of an I/O error (the redis crate keeps it behind an `Arc`).
+fn io_kind(e: &RedisError) -> Option<io::ErrorKind> {
+    let source = std::error::Error::source(e)?;
+    if let Some(io) = source.downcast_ref::<io::Error>() {
+        return Some(io.kind());
+    }
+    source
+        .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+        .and_then(|inner| inner.downcast_ref::<io::Error>())
+        .map(io::Error::kind)
 }
 
 /// Is `e` a reply from the server (`-ERR ...`, `WRONGTYPE`, `EXECABORT`, an unknown code such
@@ -660,6 +686,13 @@ mod tests {
         assert!(!is_reply(&timeout));
         let parse = RedisError::from((ErrorKind::Parse, "bad"));
         assert!(!is_reply(&parse));
+    }
+
+    #[test]
+    fn io_errors_keep_their_kind() {
+        let e: RedisError = io::Error::from(io::ErrorKind::BrokenPipe).into();
+        assert_eq!(io_kind(&e), Some(io::ErrorKind::BrokenPipe));
+        assert_eq!(io_kind(&RedisError::from((ErrorKind::Parse, "bad"))), None);
     }
 
     #[test]

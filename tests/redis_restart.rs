@@ -119,7 +119,8 @@ async fn kill_9_and_restart_under_load() {
                     }
                     Err(e) => {
                         tally.command_errors.fetch_add(1, Ordering::Relaxed);
-                        if !(e.is_io_error() || e.is_connection_dropped()) {
+                        // Clear: an I/O error that names the server.
+                        if !(e.is_io_error() && e.to_string().contains(&addr)) {
                             tally
                                 .unclear
                                 .lock()
@@ -195,6 +196,10 @@ async fn kill_9_and_restart_under_load() {
         assert!(
             e.is_connection_dropped() && !e.is_timeout(),
             "blocker: {e:?}"
+        );
+        assert!(
+            e.to_string().contains(&addr),
+            "the error names the server: {e}"
         );
         assert!(
             !reusable,

@@ -75,7 +75,7 @@ pub fn start(given: &[String], count: usize) -> Result<Vec<RedisBackend>, String
         return given
             .iter()
             .map(|addr| {
-                let (a, r) = info_stats(addr).map_err(|e| format!("{addr}: {e}"))?;
+                let (a, r) = info_stats(addr)?;
                 Ok(RedisBackend::new(addr.clone(), None, None, a, r))
             })
             .collect();
