@@ -75,6 +75,10 @@
 //! A transaction built with [`redis::pipe().atomic()`](::redis::Pipeline::atomic) sends
 //! `MULTI ... EXEC` in one go and leaves the connection clean.
 //!
+//! An I/O error on a connection names its server (`redis connection to 10.0.0.1:19000:
+//! Connection reset by peer`) and keeps its `io::ErrorKind`, so
+//! [`RedisError::is_connection_dropped`] and [`RedisError::is_timeout`] still answer.
+//!
 //! [`Manager::check`] (test-on-borrow, keepalive) fails at once when the driver task has ended
 //! or the connection is not reusable, and otherwise sends `PING`.
 //!
