@@ -12,6 +12,10 @@
 
 mod support;
 
+/// The demo's `--etcd` module, compiled and exercised here.
+#[path = "../examples/demo/etcd.rs"]
+mod demo_etcd;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -186,6 +190,7 @@ impl Freezer {
         format!("127.0.0.1:{}", self.port)
     }
     fn freeze(&self, on: bool) {
+        // SeqCst: a plain flag the pumps poll; no other data hangs on it.
         self.frozen.store(on, Ordering::SeqCst);
     }
 }
@@ -203,6 +208,7 @@ async fn pump(
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
+    // SeqCst loads below: the flag set by `Freezer::freeze`, polled every 10 ms.
     loop {
         while frozen.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -601,9 +607,27 @@ async fn codis3_busy_store_elsewhere() {
     until_listed(&pool, &[A, B]).await;
 }
 
+/// The demo's `--etcd` helpers: its discovery follows what its registry writes (under a lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_registry_and_discovery() {
+    let etcd = EtcdServer::start();
+    let mut reg = demo_etcd::Registry::register(&etcd.endpoint(), "/demo", &[A.into(), B.into()])
+        .await
+        .unwrap();
+    let (pool, _m, _seen) = pool_with(demo_etcd::discovery(&etcd.endpoint(), "/demo/"));
+    until_listed(&pool, &[A, B]).await;
+    reg.set_online(A, false).await.unwrap();
+    until_listed(&pool, &[B]).await;
+    reg.add(C).await.unwrap();
+    until_listed(&pool, &[B, C]).await;
+    reg.remove(B).await.unwrap();
+    until_listed(&pool, &[C]).await;
+    assert!(reg.remove(B).await.is_err());
+}
+
 // ---- measurements -----------------------------------------------------------------------------
 
-/// Time from a write to the pool's list showing it, polled every millisecond.
+/// Time until the pool's list is `want`, polled every millisecond.
 async fn converge(pool: &Pool<Faulty>, want: &[&str]) -> Duration {
     let want = strs(want);
     let t = std::time::Instant::now();
@@ -614,52 +638,109 @@ async fn converge(pool: &Pool<Faulty>, want: &[&str]) -> Duration {
     t.elapsed()
 }
 
+/// Time until the pool has counted one more discovery error.
+async fn noticed(pool: &Pool<Faulty>) -> Duration {
+    let e = pool.stats().discovery_errors;
+    let t = std::time::Instant::now();
+    while pool.stats().discovery_errors == e {
+        assert!(t.elapsed() < WITHIN, "failure not noticed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    t.elapsed()
+}
+
 fn summary(name: &str, mut v: Vec<Duration>) {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "{name:<44} n={:<3} median {:>8.1} ms   max {:>8.1} ms",
+        "{name:<52} n={:<3} median {:>8.1} ms   max {:>8.1} ms",
         v.len(),
         ms(v[v.len() / 2]),
         ms(*v.last().unwrap())
     );
 }
 
-/// Prints how long the pool takes to follow each kind of change with the default knobs
-/// (except where noted). Not a pass/fail test.
+/// One change: wait out the pool's 20 ms coalescing window, write (`write` returns when etcd
+/// committed it), and time write + propagation until the pool's list is `want`.
+async fn timed<F: std::future::Future<Output = ()>>(
+    pool: &Pool<Faulty>,
+    want: &[&str],
+    write: F,
+    commits: &mut Vec<Duration>,
+) -> Duration {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = std::time::Instant::now();
+    write.await;
+    commits.push(t.elapsed());
+    converge(pool, want).await;
+    t.elapsed()
+}
+
+/// Prints how long the pool takes to follow each kind of change, with the default knobs
+/// unless noted. A measurement, not a pass/fail test:
+/// `cargo test --release --features etcd --test discovery_etcd -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement; run with --ignored --nocapture"]
 async fn measure_convergence() {
     const N: usize = 20;
-    // v3
+    // ---- v3
     let mut etcd = EtcdServer::start();
     let mut w = V3::connect(&etcd.endpoint()).await;
     w.put("/m/p1", A).await;
     let (pool, _m, _) = pool_with(Etcd::prefix(&[&etcd.endpoint()], "/m/"));
     converge(&pool, &[A]).await;
-    let (mut add, mut off, mut on, mut del) = (vec![], vec![], vec![], vec![]);
+    let (mut add, mut off, mut on, mut del, mut commits) = (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..N {
-        let t = std::time::Instant::now();
-        w.put("/m/p2", &codis(B, "online")).await;
-        converge(&pool, &[A, B]).await;
-        add.push(t.elapsed());
-        let t = std::time::Instant::now();
-        w.put("/m/p2", &codis(B, "offline")).await;
-        converge(&pool, &[A]).await;
-        off.push(t.elapsed());
-        let t = std::time::Instant::now();
-        w.put("/m/p2", &codis(B, "online")).await;
-        converge(&pool, &[A, B]).await;
-        on.push(t.elapsed());
-        let t = std::time::Instant::now();
-        w.delete("/m/p2").await;
-        converge(&pool, &[A]).await;
-        del.push(t.elapsed());
+        add.push(
+            timed(
+                &pool,
+                &[A, B],
+                async {
+                    w.put("/m/p2", &codis(B, "online")).await;
+                },
+                &mut commits,
+            )
+            .await,
+        );
+        off.push(
+            timed(
+                &pool,
+                &[A],
+                async {
+                    w.put("/m/p2", &codis(B, "offline")).await;
+                },
+                &mut commits,
+            )
+            .await,
+        );
+        on.push(
+            timed(
+                &pool,
+                &[A, B],
+                async {
+                    w.put("/m/p2", &codis(B, "online")).await;
+                },
+                &mut commits,
+            )
+            .await,
+        );
+        del.push(timed(&pool, &[A], async { w.delete("/m/p2").await }, &mut commits).await);
     }
-    summary("v3 add (put new key)", add);
-    summary("v3 offline (state flip)", off);
-    summary("v3 online again", on);
-    summary("v3 delete", del);
+    summary("v3 etcd commit alone (put/delete round trip)", commits);
+    summary("v3 add (put new key): write -> listed", add);
+    summary("v3 offline (state flip): write -> unlisted", off);
+    summary("v3 online again: write -> listed", on);
+    summary("v3 delete: write -> unlisted", del);
+
+    let mut frozen = vec![];
+    for _ in 0..3 {
+        etcd.freeze();
+        frozen.push(noticed(&pool).await);
+        etcd.thaw();
+        converge(&pool, &[A]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    summary("v3 SIGSTOP: frozen -> silent watch reported", frozen);
 
     let mut restart = vec![];
     for _ in 0..5 {
@@ -674,21 +755,24 @@ async fn measure_convergence() {
         w.delete("/m/p3").await;
         converge(&pool, &[A]).await;
     }
-    summary("v3 kill -9, 3 s down: healthy -> converged", restart);
+    summary(
+        "v3 kill -9, 3 s down: healthy again -> change listed",
+        restart,
+    );
     pool.close().await;
 
-    // v3 compaction (fast knobs: the cut-off must be noticed first)
+    // v3 compaction while cut off (the cut-off noticed with request_timeout 1 s, progress 0.5 s)
     let freezer = Freezer::start(etcd.endpoint()).await;
-    let (pool, _m, _) = pool_with(fast(Etcd::prefix(&[&freezer.endpoint()], "/m/")));
+    let d = Etcd::prefix(&[&freezer.endpoint()], "/m/")
+        .request_timeout(Duration::from_secs(1))
+        .progress_interval(Duration::from_millis(500));
+    let (pool, _m, _) = pool_with(d);
     converge(&pool, &[A]).await;
     let mut compact = vec![];
     let mut w = V3::connect(&etcd.endpoint()).await;
     for i in 0..5 {
         freezer.freeze(true);
-        let e = pool.stats().discovery_errors;
-        while pool.stats().discovery_errors == e {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        noticed(&pool).await;
         let key = format!("/m/c{i}");
         let rev = w.put(&key, C).await;
         w.compact(rev).await;
@@ -699,35 +783,46 @@ async fn measure_convergence() {
         w.delete(&key).await;
         converge(&pool, &[A]).await;
     }
-    summary("v3 compacted while cut off: path back -> conv.", compact);
+    summary("v3 compacted while cut off: path back -> listed", compact);
     drop(freezer);
     drop(etcd);
 
-    // v2
+    // ---- v2
     let mut etcd = EtcdServer::start_v2();
     etcd.put_v2("/jodis/m/proxy-a", &codis(A, "online"));
     let (pool, _m, _) = pool_with(Etcd::codis3(&[&etcd.endpoint()], "m"));
     converge(&pool, &[A]).await;
-    let (mut add, mut off, mut del) = (vec![], vec![], vec![]);
+    let (mut add, mut off, mut del, mut commits) = (vec![], vec![], vec![], vec![]);
+    let e = &etcd;
     for _ in 0..N {
-        let t = std::time::Instant::now();
-        etcd.put_v2("/jodis/m/proxy-b", &codis(B, "online"));
-        converge(&pool, &[A, B]).await;
-        add.push(t.elapsed());
-        let t = std::time::Instant::now();
-        etcd.put_v2("/jodis/m/proxy-b", &codis(B, "offline"));
-        converge(&pool, &[A]).await;
-        off.push(t.elapsed());
-        etcd.put_v2("/jodis/m/proxy-b", &codis(B, "online"));
-        converge(&pool, &[A, B]).await;
-        let t = std::time::Instant::now();
-        etcd.delete_v2("/jodis/m/proxy-b");
-        converge(&pool, &[A]).await;
-        del.push(t.elapsed());
+        let put = |v: String| async move { e.put_v2("/jodis/m/proxy-b", &v) };
+        add.push(timed(&pool, &[A, B], put(codis(B, "online")), &mut commits).await);
+        off.push(timed(&pool, &[A], put(codis(B, "offline")), &mut commits).await);
+        timed(&pool, &[A, B], put(codis(B, "online")), &mut commits).await;
+        del.push(
+            timed(
+                &pool,
+                &[A],
+                async { e.delete_v2("/jodis/m/proxy-b") },
+                &mut commits,
+            )
+            .await,
+        );
     }
-    summary("v2 add", add);
-    summary("v2 offline (state flip)", off);
-    summary("v2 delete", del);
+    summary("v2 etcd commit alone (PUT/DELETE round trip)", commits);
+    summary("v2 add: write -> listed", add);
+    summary("v2 offline (state flip): write -> unlisted", off);
+    summary("v2 delete: write -> unlisted", del);
+
+    let mut frozen = vec![];
+    for _ in 0..3 {
+        etcd.freeze();
+        frozen.push(noticed(&pool).await);
+        etcd.thaw();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    summary("v2 SIGSTOP: frozen -> failure reported", frozen);
+
     let mut restart = vec![];
     for _ in 0..5 {
         etcd.kill();
@@ -740,5 +835,8 @@ async fn measure_convergence() {
         etcd.delete_v2("/jodis/m/proxy-c");
         converge(&pool, &[A]).await;
     }
-    summary("v2 kill -9, 3 s down: healthy -> converged", restart);
+    summary(
+        "v2 kill -9, 3 s down: healthy again -> change listed",
+        restart,
+    );
 }
