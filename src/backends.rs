@@ -259,64 +259,77 @@ impl Backends {
     /// delay, so concurrent gets do not all probe it at once.
     pub(crate) fn pick(&self, balance: Balance, tried: &[Arc<BackendEntry>]) -> Picked {
         let set = self.set.load();
-        let n = set.entries.len();
-        if n == 0 {
+        if set.entries.is_empty() {
             return Picked::None;
         }
-        // Relaxed: the cursor only spreads load; no data is published through it.
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
         let now = self.now_nanos();
-        let mut best: Option<&Arc<BackendEntry>> = None;
-        let mut backed_off: Option<&Arc<BackendEntry>> = None;
-        for k in 0..n {
-            let e = &set.entries[start.wrapping_add(k) % n];
-            if tried.iter().any(|t| Arc::ptr_eq(t, e)) {
-                continue;
-            }
-            // Acquire: pairs with the Release in `connect_failed`/`connect_ok`.
-            let retry_at = e.retry_at.load(Ordering::Acquire);
-            if retry_at > now {
-                if backed_off.is_none_or(|b| {
-                    e.retry_at.load(Ordering::Relaxed) < b.retry_at.load(Ordering::Relaxed)
-                }) {
-                    backed_off = Some(e);
-                }
-                continue;
-            }
+        let untried = |e: &&Arc<BackendEntry>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
+        // Acquire: pairs with the Release stores in `connect_failed`/`connect_ok`.
+        let due = |e: &&Arc<BackendEntry>| e.retry_at.load(Ordering::Acquire) <= now;
+        let eligible = set.entries.iter().filter(untried).filter(due).count();
+        if eligible > 0 {
             match balance {
                 Balance::RoundRobin => {
-                    if self.claim(e, retry_at, now) {
-                        return Picked::Dial(Arc::clone(e));
+                    // Relaxed: the cursor only spreads load; no data is published through it.
+                    let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                    // Turn by turn over the backends that may be dialed now, so a backed-off
+                    // backend's share spreads over all the others, not onto its neighbour.
+                    let order = set.entries.iter().filter(untried).filter(due).cycle();
+                    for e in order.skip(start % eligible).take(eligible) {
+                        if self.claim(e, now) {
+                            return Picked::Dial(Arc::clone(e));
+                        }
                     }
                 }
                 Balance::LeastConnections => {
                     // Relaxed: a load-spreading hint.
-                    let size = e.size.load(Ordering::Relaxed);
-                    if best.is_none_or(|b| size < b.size.load(Ordering::Relaxed)) {
-                        best = Some(e);
+                    let size = |e: &&Arc<BackendEntry>| e.size.load(Ordering::Relaxed);
+                    let least = set
+                        .entries
+                        .iter()
+                        .filter(untried)
+                        .filter(due)
+                        .map(|e| size(&e))
+                        .min();
+                    // Ties go round-robin, so equal backends fill evenly.
+                    let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                    let ties = set
+                        .entries
+                        .iter()
+                        .filter(untried)
+                        .filter(due)
+                        .filter(|e| Some(size(e)) == least);
+                    let n = ties.clone().count().max(1);
+                    for e in ties.cycle().skip(start % n).take(n) {
+                        if self.claim(e, now) {
+                            return Picked::Dial(Arc::clone(e));
+                        }
                     }
                 }
             }
         }
-        if let Some(e) = best {
-            let retry_at = e.retry_at.load(Ordering::Acquire);
-            if retry_at <= now && self.claim(e, retry_at, now) {
-                return Picked::Dial(Arc::clone(e));
-            }
-        }
-        match backed_off {
-            Some(e) => Picked::AllBackedOff(Arc::clone(e)),
-            None => Picked::None,
-        }
+        // Nothing dialable: report the backed-off backend that is probed again first.
+        set.entries
+            .iter()
+            .filter(untried)
+            .filter(|e| !due(e))
+            // Relaxed: which one to name in the error; no decision depends on it.
+            .min_by_key(|e| e.retry_at.load(Ordering::Relaxed))
+            .map_or(Picked::None, |e| Picked::AllBackedOff(Arc::clone(e)))
     }
 
     /// A healthy backend (no failures) is always free to dial; a failing one whose backoff
     /// has passed is claimed by moving `retry_at` forward with a CAS (one prober wins).
-    fn claim(&self, e: &BackendEntry, retry_at: u64, now: u64) -> bool {
-        // Relaxed: read together with `retry_at`, whose Acquire load ordered it.
+    fn claim(&self, e: &BackendEntry, now: u64) -> bool {
+        // Relaxed: `failures` only chooses the next delay; `retry_at` below is re-validated.
         let failures = e.failures.load(Ordering::Relaxed);
         if failures == 0 {
             return true;
+        }
+        // Acquire: pairs with the Release stores of `retry_at`.
+        let retry_at = e.retry_at.load(Ordering::Acquire);
+        if retry_at > now {
+            return false;
         }
         let next = now.saturating_add(nanos(self.backoff.delay(failures)));
         // AcqRel: the winner publishes its claim; losers see it and move on.

@@ -119,17 +119,27 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
             Error::Connect {
                 backend, message, ..
             } => {
-                write!(f, "connecting to {backend} failed: {message}")
+                write!(f, "connecting to {} failed: {message}", shown(backend))
             }
             Error::Check {
                 backend, message, ..
             } => {
                 write!(
                     f,
-                    "check of a new connection to {backend} failed: {message}"
+                    "check of a new connection to {} failed: {message}",
+                    shown(backend)
                 )
             }
         }
+    }
+}
+
+/// The implicit backend has the address `""`: the manager dials its own address.
+fn shown(backend: &str) -> &str {
+    if backend.is_empty() {
+        "the manager's own address"
+    } else {
+        backend
     }
 }
 

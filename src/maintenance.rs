@@ -93,7 +93,13 @@ impl<M: Manager> PoolInner<M> {
             let far = now + self.config.check_timeout;
             match self.check_conn(held.get(), far).await {
                 Ok(()) => self.requeue(held.take()),
-                Err(_) if held.get().meta.failed_checks >= self.config.check_retries => {
+                // Closed after `check_retries` failures in a row, or at once when the manager
+                // says the failure broke it (a dead socket is not worth another try). A
+                // connection kept after a failure is checked again before it is lent.
+                Err(_)
+                    if held.get().meta.failed_checks >= self.config.check_retries
+                        || !crate::engine::Hooks::is_reusable(self, &mut held.get().conn) =>
+                {
                     self.close_conn(held.take(), CloseReason::CheckFailed);
                 }
                 Err(_) => self.requeue(held.take()),

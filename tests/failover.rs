@@ -199,3 +199,59 @@ async fn a_fresh_connection_that_fails_its_check_is_a_check_error() {
     assert_eq!(m.live(), 0);
     assert_eq!(pool.stats().check_failures, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_backed_off_backends_share_spreads_over_all_the_others() {
+    let m = Faulty::new();
+    let four = ["a:1", "b:2", "c:3", "d:4"].map(Backend::new).to_vec();
+    let pool = Pool::builder(m.clone())
+        .max_size(61)
+        .backoff_base(Duration::from_secs(60))
+        .backoff_max(Duration::from_secs(60))
+        .backends(four)
+        .build()
+        .unwrap();
+    m.refuse("b:2", true);
+    let mut held = Vec::new();
+    for _ in 0..61 {
+        held.push(pool.get().await.unwrap());
+    }
+    // One dial failed over from b; the other 60 are spread evenly over a, c and d, not
+    // piled onto b's neighbour.
+    assert_eq!(m.refused(), 1);
+    for a in ["a:1", "c:3", "d:4"] {
+        let n = m.connects_to(a);
+        assert!((20..=21).contains(&n), "{a}: {n}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_background_check_failed_is_checked_before_it_is_lent() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .test_on_borrow(TestOnBorrow::Never)
+        .keepalive(Some(Duration::from_secs(1)))
+        .check_retries(3)
+        .build()
+        .unwrap();
+    let first = pool.get().await.unwrap().id;
+    m.check_fault(Fault::Fail);
+    support::faulty::eventually("one failed ping", Duration::from_secs(60), || {
+        pool.stats().check_failures >= 1
+    })
+    .await;
+    // Kept (1 of 3 failures) but never lent unchecked: the get checks it, it fails again and
+    // is closed, and a new connection is dialed.
+    let c = pool.get().await.unwrap();
+    assert_ne!(c.id, first);
+    // A check failure that leaves the connection unusable closes it at once.
+    drop(c);
+    m.set_reusable(false);
+    let before = pool.stats();
+    support::faulty::eventually("closed after one failure", Duration::from_secs(60), || {
+        pool.stats().closed_broken > before.closed_broken
+    })
+    .await;
+    assert_eq!(m.live(), 0);
+    assert_eq!(pool.stats().check_failures, before.check_failures + 1);
+}

@@ -14,7 +14,9 @@ use support::faulty::{eventually, Faulty};
 async fn gauges_and_counters_are_published_with_the_pool_label() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    recorder.install().expect("the only recorder in this test binary");
+    recorder
+        .install()
+        .expect("the only recorder in this test binary");
 
     let m = Faulty::new();
     let pool = Pool::builder(m.clone())
@@ -32,13 +34,22 @@ async fn gauges_and_counters_are_published_with_the_pool_label() {
             .into_iter()
             .find(|(k, _, _, _)| {
                 k.key().name() == name
-                    && k.key().labels().any(|l| l.key() == "pool" && l.value() == "orders")
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "pool" && l.value() == "orders")
             })
             .map(|(k, _, _, v)| (k.kind(), v))
     };
-    eventually("metrics published after the gets", Duration::from_secs(10), || {
-        matches!(find("connpool_gets_total"), Some((_, DebugValue::Counter(2))))
-    })
+    eventually(
+        "metrics published after the gets",
+        Duration::from_secs(10),
+        || {
+            matches!(
+                find("connpool_gets_total"),
+                Some((_, DebugValue::Counter(2)))
+            )
+        },
+    )
     .await;
     match find("connpool_gets_total") {
         Some((MetricKind::Counter, DebugValue::Counter(n))) => assert_eq!(n, 2),
