@@ -393,17 +393,16 @@ async fn v3_keepalive_breaks_a_frozen_watch() {
     until_listed(&pool, &[A, B]).await;
 }
 
-/// The watcher is cut off (a frozen network path) while proxies change and etcd compacts its
-/// history past the watcher's revision: resuming fails with a compacted revision, so the
-/// adapter reads everything again and converges.
+/// The watcher is cut off (a frozen network path) while proxies change: the silent watch is
+/// reported, the last list serves, and when the path comes back a new client reads everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn v3_compaction_while_the_watcher_is_behind() {
+async fn v3_cut_off_path_then_back() {
     let etcd = EtcdServer::start();
     let mut w = V3::connect(&etcd.endpoint()).await;
-    w.put("/c/p1", A).await;
-    w.put("/c/p2", B).await;
+    w.put("/x/p1", A).await;
+    w.put("/x/p2", B).await;
     let freezer = Freezer::start(etcd.endpoint()).await;
-    let (pool, _m, seen) = pool_with(fast(Etcd::prefix(&[&freezer.endpoint()], "/c/")));
+    let (pool, _m, seen) = pool_with(fast(Etcd::prefix(&[&freezer.endpoint()], "/x/")));
     until_listed(&pool, &[A, B]).await;
 
     freezer.freeze(true);
@@ -411,14 +410,52 @@ async fn v3_compaction_while_the_watcher_is_behind() {
         pool.stats().discovery_errors >= 1
     })
     .await;
-    w.delete("/c/p2").await;
-    w.put("/c/p3", C).await;
+    w.delete("/x/p2").await;
+    w.put("/x/p3", C).await;
+    assert_eq!(listed(&pool), strs(&[A, B]), "last list kept");
+    freezer.freeze(false);
+    until_listed(&pool, &[A, C]).await;
+    assert!(seen.errors_with("etcd") >= 1);
+    w.put("/x/p4", D).await;
+    until_listed(&pool, &[A, C, D]).await;
+}
+
+/// The watcher falls behind: its path stalls (nothing is read from etcd, so etcd cannot send
+/// and parks the watcher as a "victim") while a burst of events fills every buffer, and etcd
+/// compacts its history past the watcher's revision. etcd then cancels the watch with a
+/// `compact_revision`; the adapter reads everything again and watches from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_compaction_while_the_watcher_is_behind() {
+    let etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/c/p1", A).await;
+    w.put("/c/p2", B).await;
+    let freezer = Freezer::start(etcd.endpoint()).await;
+    // Neither progress requests nor keep-alive may notice the short stall: the watch must
+    // stay, and fall behind.
+    let d = Etcd::prefix(&[&freezer.endpoint()], "/c/")
+        .progress_interval(Duration::from_secs(3600))
+        .keep_alive(Duration::from_secs(60), Duration::from_secs(60))
+        .backoff(Duration::from_millis(50), Duration::from_millis(500));
+    let (pool, _m, seen) = pool_with(d);
+    until_listed(&pool, &[A, B]).await;
+
+    freezer.freeze(true);
+    // ~24 MiB of events under the prefix (an offline registration with padding: listed
+    // nowhere, warned about nowhere) — far more than HTTP/2 windows, socket buffers and etcd's
+    // per-stream queue hold.
+    let pad = "x".repeat(96 * 1024);
     let mut rev = 0;
-    for i in 0..50 {
-        rev = w.put("/c-unrelated/k", &i.to_string()).await;
+    for i in 0..256 {
+        let v = format!(r#"{{"addr":"10.9.9.9:1","state":"offline","n":{i},"pad":"{pad}"}}"#);
+        rev = w.put("/c/pad", &v).await;
     }
+    w.delete("/c/pad").await;
+    w.delete("/c/p2").await;
+    rev = rev.max(w.put("/c/p3", C).await);
     w.compact(rev).await;
     assert_eq!(listed(&pool), strs(&[A, B]), "last list kept");
+    assert_eq!(pool.stats().discovery_errors, 0, "{:?}", seen.errors);
 
     freezer.freeze(false);
     until_listed(&pool, &[A, C]).await;
@@ -430,6 +467,33 @@ async fn v3_compaction_while_the_watcher_is_behind() {
     // And the new watch works.
     w.put("/c/p4", D).await;
     until_listed(&pool, &[A, C, D]).await;
+    assert_eq!(seen.warnings_with(""), 0);
+}
+
+/// A watcher that fell behind catches up on ~24 MiB of backlog (etcd batches up to 1,000
+/// revisions per response; tonic refuses messages over 4 MiB by default): no error, no
+/// re-read, the list converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_watcher_catches_up_on_a_big_backlog() {
+    let etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/b/p1", A).await;
+    let freezer = Freezer::start(etcd.endpoint()).await;
+    let d = Etcd::prefix(&[&freezer.endpoint()], "/b/")
+        .progress_interval(Duration::from_secs(3600))
+        .keep_alive(Duration::from_secs(60), Duration::from_secs(60));
+    let (pool, _m, seen) = pool_with(d);
+    until_listed(&pool, &[A]).await;
+    freezer.freeze(true);
+    let pad = "x".repeat(96 * 1024);
+    for i in 0..256 {
+        let v = format!(r#"{{"addr":"10.9.9.9:1","state":"offline","n":{i},"pad":"{pad}"}}"#);
+        w.put("/b/pad", &v).await;
+    }
+    w.put("/b/p2", B).await;
+    freezer.freeze(false);
+    until_listed(&pool, &[A, B]).await;
+    assert_eq!(pool.stats().discovery_errors, 0, "{:?}", seen.errors);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

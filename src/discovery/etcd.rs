@@ -7,12 +7,12 @@
 //! Read every key under the prefix at revision `R`, publish, then watch the prefix from
 //! `R + 1`, so no change between the read and the watch is lost. Each watch event updates the
 //! list (a put parses the value, a delete drops the key) and the complete list is published
-//! when it changed. The last revision seen is kept: after any failure (etcd restarted, a
-//! connection broken by the HTTP/2 keep-alive, a watch that stopped answering progress
-//! requests) a new client resumes the watch from that revision, so every change made
-//! meanwhile is replayed (the Kubernetes reflector's scheme). If that revision was compacted
-//! (the watch is cancelled with a `compact_revision`) or the store's revision went backwards
-//! (a restored or wiped data dir), everything is read again and watched from the new revision.
+//! when it changed. The HTTP/2 keep-alive breaks the connection to a frozen server, and a
+//! watch that answers no progress request within `request_timeout` is deemed silent. After any
+//! failure (etcd restarted, a broken connection, a silent watch) a new client, after a capped
+//! jittered backoff, reads everything again and watches from the new revision: nothing that
+//! happened meanwhile (a restored data dir included) can be missed. A watch cancelled because
+//! its revision was compacted (a watcher that fell behind) reads everything again too.
 //!
 //! # v2 (`Etcd::codis3`)
 //!
@@ -84,7 +84,8 @@ enum Source {
 
 /// The shortest duration a knob accepts (zero would make every request fail at once).
 const MIN_KNOB: Duration = Duration::from_millis(10);
-/// Bodies above this are refused (a v2 directory listing of proxies is a few KiB).
+/// Responses above this are refused: a v2 HTTP body, a v3 range or watch message (a
+/// directory of proxies is a few KiB).
 const MAX_BODY: usize = 64 << 20;
 /// Response headers above this are refused.
 const MAX_HEAD: usize = 64 << 10;
@@ -164,7 +165,7 @@ impl Etcd {
 
     /// v3: after this long without any message on the watch stream, ask etcd for a progress
     /// notification; if nothing arrives within `request_timeout` after that, the watch is
-    /// deemed silent and is re-established (resuming from the last revision seen).
+    /// deemed silent and is replaced (read again, watched anew).
     /// Default 5 s, so a silent watch is replaced within about 10 s.
     ///
     /// ```no_run
@@ -320,14 +321,14 @@ fn report(updates: &Updates, message: &str) {
 enum V3End {
     /// Read everything again with the same client (compaction, store went backwards).
     Reread,
-    /// Drop the client, back off, reconnect (and resume from the last revision).
+    /// Drop the client, back off, reconnect, read everything again.
     Reconnect(String),
 }
 
 impl Etcd {
     async fn run_v3(&self, updates: &Updates, prefix: &str) -> Result<(), DiscoveryError> {
         let mut listing = Listing::default();
-        // The last revision whose changes are all in `listing`; `None`: read everything.
+        // The revision whose changes are all in `listing`; `None`: read everything first.
         let mut revision: Option<i64> = None;
         let mut backoff = Backoff::new(self.backoff);
         let options = ConnectOptions::new()
@@ -377,6 +378,9 @@ impl Etcd {
                         V3End::Reread => revision = None,
                         V3End::Reconnect(why) => {
                             report(updates, &why);
+                            // Whatever happened meanwhile (a restart, a restored data dir),
+                            // the next client starts from a fresh read.
+                            revision = None;
                             break;
                         }
                     }
@@ -400,7 +404,7 @@ impl Etcd {
         let start = match *revision {
             Some(r) => r,
             None => {
-                let mut kv = client.kv_client();
+                let mut kv = client.kv_client().max_decoding_message_size(MAX_BODY);
                 let resp = match timeout(rt, kv.get(prefix, Some(GetOptions::new().with_prefix())))
                     .await
                 {
@@ -429,9 +433,13 @@ impl Etcd {
             }
         };
 
-        let mut wc = client.watch_client();
+        // A watcher catching up gets up to 1,000 revisions' events in one response: let etcd
+        // split big ones (`fragment`; each piece is a run of whole events, applied as they
+        // come) and accept more than tonic's default 4 MiB per message.
+        let mut wc = client.watch_client().max_decoding_message_size(MAX_BODY);
         let opts = WatchOptions::new()
             .with_prefix()
+            .with_fragment()
             .with_start_revision(start.saturating_add(1));
         let mut stream = match timeout(rt, wc.watch(prefix, Some(opts))).await {
             Ok(Ok(s)) => s,
