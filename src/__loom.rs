@@ -23,7 +23,7 @@ use crate::admission::{Acquire as AdmissionAcquire, AcquireError};
 use crate::backends::{Backend, BackendEntry, Backends, BackoffPolicy};
 use crate::engine::{Engine, Hooks, Permit as EnginePermit};
 use crate::events::CloseReason;
-use crate::idle::{Conn, Meta};
+use crate::idle::{Conn, LazyNow, Meta};
 use crate::sync::{Arc, Instant};
 
 /// The pool closed.
@@ -204,7 +204,7 @@ impl Core {
     /// way). The caller holds a permit, which the connection now carries.
     pub fn pop(&self) -> Option<Lent> {
         self.engine
-            .pop_fresh(Instant::now(), None, &self.rec)
+            .pop_fresh(&mut LazyNow::new(), None, &self.rec)
             .map(|c| Lent(self.engine.lend(c)))
     }
 
@@ -253,7 +253,7 @@ impl Core {
     /// `try_get()`: the engine's fail-fast take.
     pub fn try_get(&self) -> Option<Lent> {
         self.engine
-            .try_take(Instant::now(), None, &self.rec)
+            .try_take(&mut LazyNow::new(), None, &self.rec)
             .map(Lent)
     }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::admission::Admission;
 use crate::backends::BackendEntry;
 use crate::events::CloseReason;
-use crate::idle::{Conn, IdleQueue, Meta};
+use crate::idle::{Conn, IdleQueue, LazyNow, Meta};
 use crate::sync::{
     handshake_fence, AtomicBool, AtomicUsize, CachePadded, Instant, Ordering, WaitQueue,
 };
@@ -39,6 +39,11 @@ pub(crate) trait Hooks<C> {
     fn on_close(&self, conn: C, meta: &Meta, reason: CloseReason);
     /// May `conn` go back to the idle queue (`Manager::is_reusable`, panic contained)?
     fn is_reusable(&self, conn: &mut C) -> bool;
+    /// Does anything read a returned connection's `last_used` (an idle timeout, an
+    /// idle-based check on borrow, keepalive)? If not, the return path reads no clock.
+    fn stamps_returns(&self) -> bool {
+        true
+    }
 }
 
 /// Admission + idle queue + gauges + closed flag. See the module docs.
@@ -146,7 +151,7 @@ impl<C> Engine<C> {
     /// (removed backend, past `max_lifetime` or `idle_timeout`). The caller holds a permit.
     pub(crate) fn pop_fresh(
         &self,
-        now: Instant,
+        now: &mut LazyNow,
         idle_timeout: Option<Duration>,
         h: &impl Hooks<C>,
     ) -> Option<Conn<C>> {
@@ -163,7 +168,7 @@ impl<C> Engine<C> {
     /// connection, lent; or `None`, having taken nothing. Never waits, never dials.
     pub(crate) fn try_take(
         &self,
-        now: Instant,
+        now: &mut LazyNow,
         idle_timeout: Option<Duration>,
         h: &impl Hooks<C>,
     ) -> Option<Conn<C>> {
@@ -187,14 +192,14 @@ impl<C> Engine<C> {
     /// waiter woken by the release finds it.
     pub(crate) fn give_back(&self, mut c: Conn<C>, panicking: bool, h: &impl Hooks<C>) {
         self.unlend(&c);
-        let now = Instant::now();
+        let mut now = LazyNow::new();
         let reason = if panicking {
             Some(CloseReason::Panicked)
         } else if self.is_closed() {
             Some(CloseReason::PoolClosed)
         } else if c.meta.backend.is_removed() {
             Some(CloseReason::BackendGone)
-        } else if c.meta.expired(now) {
+        } else if c.meta.expired(&mut now) {
             Some(CloseReason::Lifetime)
         } else if !h.is_reusable(&mut c.conn) {
             Some(CloseReason::NotReusable)
@@ -208,7 +213,9 @@ impl<C> Engine<C> {
         match reason {
             Some(r) => self.close_conn(c, r, h),
             None => {
-                c.meta.last_used = now;
+                if h.stamps_returns() {
+                    c.meta.last_used = now.get();
+                }
                 #[cfg(not(connpool_mutant = "release_before_push"))]
                 self.requeue(c, h);
                 #[cfg(connpool_mutant = "release_before_push")]
@@ -304,9 +311,10 @@ impl<C> Engine<C> {
             return;
         }
         let _permit = Permit::new(&self.admission);
+        let mut now = LazyNow::at(now);
         for _ in 0..n {
             let Some(c) = self.idle.pop() else { break };
-            match c.meta.stale_reason(now, idle_timeout) {
+            match c.meta.stale_reason(&mut now, idle_timeout) {
                 Some(reason) => self.close_conn(c, reason, h),
                 None => self.requeue(c, h),
             }

@@ -14,7 +14,7 @@ use crate::discovery::UpdatesShared;
 use crate::engine::{Engine, Hooks, Permit};
 use crate::error::{BuildError, Error};
 use crate::events::{Callbacks, CloseReason, Event};
-use crate::idle::{Conn, Meta};
+use crate::idle::{Conn, LazyNow, Meta};
 use crate::manager::Manager;
 use crate::pooled::Pooled;
 use crate::stats::{self, BackendStatus, Counters, Stats, Status};
@@ -172,11 +172,10 @@ impl<M: Manager> Pool<M> {
         }
         match inner
             .engine
-            .try_take(Instant::now(), inner.config.idle_timeout, &**inner)
+            .try_take(&mut LazyNow::new(), inner.config.idle_timeout, &**inner)
         {
             Some(c) => {
                 stats::bump(&inner.counters.hits);
-                stats::bump(&inner.counters.gets);
                 Ok(Pooled::new(Arc::clone(inner), c))
             }
             None => {
@@ -389,8 +388,20 @@ impl<M: Manager> PoolInner<M> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        let start = Instant::now();
-        let deadline = deadline_after(start, timeout);
+        // The get's start, read from the clock only when first needed (a wait, a check, a
+        // dial, an error): a hit that does none of these reads no clock (see `LazyNow`).
+        // Until then the get has only taken a free permit, which uses no measurable part of
+        // its timeout, so the deadline is the same in effect.
+        let mut started = LazyNow::new();
+        // A zero timeout means "never wait for a slot"; the connect and checks the get may
+        // still need are then bounded by connect_timeout and check_timeout alone.
+        let deadline_from = |start: Instant| {
+            if timeout.is_zero() {
+                deadline_after(start, crate::config::MAX_DURATION)
+            } else {
+                deadline_after(start, timeout)
+            }
+        };
 
         // 1. A slot.
         if !self.admission.try_acquire_fair() {
@@ -398,6 +409,8 @@ impl<M: Manager> PoolInner<M> {
                 stats::bump(&self.counters.exhausted);
                 return Err(Error::Exhausted);
             }
+            let start = started.get();
+            let deadline = deadline_after(start, timeout);
             stats::bump(&self.counters.waits);
             let waited = tokio::time::timeout_at(deadline, self.admission.acquire()).await;
             stats::add_wait(&self.counters, start.elapsed());
@@ -411,29 +424,27 @@ impl<M: Manager> PoolInner<M> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        // A zero timeout means "never wait for a slot"; the connect and checks the get may
-        // still need are then bounded by connect_timeout and check_timeout alone.
-        let deadline = if timeout.is_zero() {
-            deadline_after(start, crate::config::MAX_DURATION)
-        } else {
-            deadline
-        };
 
         // 2. An idle connection.
-        let mut now = Instant::now();
+        let mut now = LazyNow::new();
         loop {
-            while let Some(c) = self.engine.pop_fresh(now, self.config.idle_timeout, self) {
+            while let Some(c) = self
+                .engine
+                .pop_fresh(&mut now, self.config.idle_timeout, self)
+            {
                 let mut held = Held {
                     inner: self,
                     conn: Some(c),
                 };
-                if self.wants_check_on_borrow(&held.get().meta, now) {
+                if self.wants_check_on_borrow(&held.get().meta, &mut now) {
+                    let start = started.get();
+                    let deadline = deadline_from(start);
                     let check = self.check_conn(held.get(), deadline);
                     match tokio::time::timeout_at(deadline, check).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => {
                             self.close_conn(held.take(), CloseReason::CheckFailed);
-                            now = Instant::now();
+                            now = LazyNow::new();
                             continue;
                         }
                         // The whole get ran out of time mid-check: `held` closes the
@@ -442,13 +453,13 @@ impl<M: Manager> PoolInner<M> {
                     }
                 }
                 stats::bump(&self.counters.hits);
-                stats::bump(&self.counters.gets);
                 return Ok((self.lend(held.take()), permit));
             }
             // Before discovery's first list arrives there is nothing to dial yet: wait for it.
             if self.backends.snapshot().known {
                 break;
             }
+            let deadline = deadline_from(started.get());
             let listener = self.backends_changed.listen();
             if self.backends.snapshot().known || self.is_closed() {
                 continue;
@@ -460,31 +471,31 @@ impl<M: Manager> PoolInner<M> {
             if self.is_closed() {
                 return Err(Error::Closed);
             }
-            now = Instant::now();
+            now = LazyNow::new();
         }
 
         // 3. A new connection.
-        let c = self.dial_for_get(start, deadline).await?;
+        let start = started.get();
+        let c = self.dial_for_get(start, deadline_from(start)).await?;
         if self.is_closed() {
             self.close_conn(c, CloseReason::PoolClosed);
             return Err(Error::Closed);
         }
         stats::bump(&self.counters.misses);
-        stats::bump(&self.counters.gets);
         Ok((self.lend(c), permit))
     }
 
-    fn wants_check_on_borrow(&self, meta: &Meta, now: Instant) -> bool {
+    fn wants_check_on_borrow(&self, meta: &Meta, now: &mut LazyNow) -> bool {
         match self.config.test_on_borrow {
             TestOnBorrow::Never => false,
             TestOnBorrow::Always => true,
-            TestOnBorrow::IdleFor(d) => meta.quiet_for(now) >= d,
+            TestOnBorrow::IdleFor(d) => meta.quiet_for(now.get()) >= d,
         }
     }
 
     /// Why an idle connection may not be handed out, if it may not.
     pub(crate) fn stale_reason(&self, meta: &Meta, now: Instant) -> Option<CloseReason> {
-        meta.stale_reason(now, self.config.idle_timeout)
+        meta.stale_reason(&mut LazyNow::at(now), self.config.idle_timeout)
     }
 
     /// Runs `Manager::check` under `check_timeout` (and `deadline`), contained if it panics;
@@ -813,6 +824,14 @@ impl<M: Manager> Hooks<M::Connection> for PoolInner<M> {
 
     fn is_reusable(&self, conn: &mut M::Connection) -> bool {
         catch_unwind(AssertUnwindSafe(|| self.manager.is_reusable(conn))).unwrap_or(false)
+    }
+
+    fn stamps_returns(&self) -> bool {
+        // The readers of `Meta::last_used`: the idle timeout (get and maintenance), an
+        // idle-based check on borrow and keepalive (`Meta::quiet_for`).
+        self.config.idle_timeout.is_some()
+            || matches!(self.config.test_on_borrow, TestOnBorrow::IdleFor(_))
+            || self.config.keepalive.is_some()
     }
 }
 

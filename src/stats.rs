@@ -98,14 +98,23 @@ macro_rules! counters {
         /// cores would otherwise contend on one line.
         #[derive(Default)]
         pub(crate) struct Counters {
+            pub(crate) hits: CachePadded<AtomicU64>,
+            pub(crate) misses: CachePadded<AtomicU64>,
             $(pub(crate) $name: CachePadded<AtomicU64>,)*
             pub(crate) wait_nanos: CachePadded<AtomicU64>,
         }
 
         impl Counters {
             pub(crate) fn snapshot(&self) -> Stats {
+                // Relaxed: independent monotonic counters; a snapshot reads each once.
+                let hits = self.hits.load(Ordering::Relaxed);
+                let misses = self.misses.load(Ordering::Relaxed);
                 Stats {
-                    // Relaxed: independent monotonic counters; a snapshot reads each once.
+                    // Not a counter of its own: one fewer atomic add on every get, and
+                    // `gets == hits + misses` holds exactly in every snapshot.
+                    gets: hits + misses,
+                    hits,
+                    misses,
                     $($name: self.$name.load(Ordering::Relaxed),)*
                     wait_time: Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed)),
                 }
@@ -115,9 +124,6 @@ macro_rules! counters {
 }
 
 counters!(
-    gets,
-    hits,
-    misses,
     waits,
     timeouts,
     exhausted,
