@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use connpool::discovery::ZooKeeper;
 use connpool::{Error, Event, Pool};
 use support::faulty::Faulty;
-use support::zookeeper_server::ZooKeeperServer;
+use support::zookeeper_server::{kill_session, SessionSniffer, ZooKeeperServer};
 use zookeeper_client as zk;
 
 /// Deadline of every convergence wait: far above the expected fraction of a second, so a
@@ -433,6 +433,55 @@ async fn session_expiry_rebuilds_the_client_and_rearms_every_watch() {
     pool.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_session_while_zookeeper_stays_up_sees_changes_made_meanwhile() {
+    // The session is ended on the server (Curator's KillSession) while ZooKeeper keeps running
+    // and the tree keeps changing: the discovery must build a new client, re-read everything
+    // (changes made while it had no session included) and re-arm every watch.
+    let server = ZooKeeperServer::start();
+    let sniffer = SessionSniffer::start(&server.addr()).await;
+    let w = writer(&server).await;
+    let (a, b, c, d) = ("10.0.6.1:1", "10.0.6.2:1", "10.0.6.3:1", "10.0.6.4:1");
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&sniffer.addr(), "demo")
+        .session_timeout(Duration::from_secs(2))
+        .resync_interval(Duration::from_secs(3600));
+    let pool = pool(&m, zk, &log, 4);
+    converge(&pool, &[a, b], &log).await;
+    let sessions = sniffer.sessions();
+    assert_eq!(sessions.len(), 1, "one session so far");
+    let (id, password) = sessions[0].clone();
+
+    // Blocked, the discovery's client cannot re-attach to its session before it is closed.
+    sniffer.block(true);
+    let addr = server.addr();
+    tokio::task::spawn_blocking(move || kill_session(&addr, id, &password))
+        .await
+        .unwrap()
+        .expect("kill the discovery's session");
+    sniffer.block(false);
+    // Changes while the discovery has no session.
+    delete(&w, "/jodis/demo/proxy-b").await;
+    put(&w, "/jodis/demo/proxy-c", &proxy(c, "online")).await;
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "offline")).await;
+    until("the expiry reported", || log.count("session expired") >= 1).await;
+    converge(&pool, &[c], &log).await;
+    until("a second session", || sniffer.sessions().len() == 2).await;
+
+    // Every watch of the new session works: children and data.
+    put(&w, "/jodis/demo/proxy-d", &proxy(d, "online")).await;
+    converge(&pool, &[c, d], &log).await;
+    put(&w, "/jodis/demo/proxy-c", &proxy(c, "offline")).await;
+    converge(&pool, &[d], &log).await;
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    converge(&pool, &[a, d], &log).await;
+    assert!(pool.stats().discovery_errors >= 1);
+    pool.close().await;
+}
+
 // ---- independence and close ---------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,6 +583,7 @@ async fn convergence_figures() {
     let mut del = Vec::new();
     let mut restart = Vec::new();
     let mut expiry = Vec::new();
+    let mut killed = Vec::new();
     for round in 0..rounds {
         let mut server = ZooKeeperServer::start();
         let w = writer(&server).await;
@@ -541,7 +591,8 @@ async fn convergence_figures() {
         put(&w, "/jodis/m/proxy-a", &proxy(a, "online")).await;
         let m = Faulty::new();
         let log = Log::default();
-        let zk = ZooKeeper::codis3(&server.addr(), "m")
+        let sniffer = SessionSniffer::start(&server.addr()).await;
+        let zk = ZooKeeper::codis3(&sniffer.addr(), "m")
             .session_timeout(Duration::from_secs(2))
             .resync_interval(Duration::from_secs(3600));
         let pool = pool(&m, zk, &log, 2);
@@ -558,6 +609,22 @@ async fn convergence_figures() {
         let t = Instant::now();
         delete(&w, "/jodis/m/proxy-b").await;
         del.push(timed(&pool, &[a], &log, t).await);
+
+        // Session killed on the server (which stays up): from the kill to a change made at
+        // once being reflected (through a new session).
+        let (id, pw) = sniffer.sessions().last().cloned().unwrap();
+        let addr = server.addr();
+        let t = Instant::now();
+        sniffer.block(true);
+        tokio::task::spawn_blocking(move || kill_session(&addr, id, &pw))
+            .await
+            .unwrap()
+            .unwrap();
+        sniffer.block(false);
+        put(&w, "/jodis/m/proxy-b", &proxy(b, "online")).await;
+        killed.push(timed(&pool, &[a, b], &log, t).await);
+        delete(&w, "/jodis/m/proxy-b").await;
+        converge(&pool, &[a], &log).await;
         drop(w);
 
         // Restart within the session timeout: from the server answering again to a change
@@ -587,6 +654,7 @@ async fn convergence_figures() {
     rows.push(("add (new child)", add));
     rows.push(("offline (state flip)", offline));
     rows.push(("delete (child removed)", del));
+    rows.push(("session killed, server up", killed));
     rows.push(("server restart (session kept)", restart));
     rows.push(("session expiry (new session)", expiry));
     eprintln!("\nchange                          median      max   (n={rounds})");

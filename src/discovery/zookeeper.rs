@@ -128,7 +128,7 @@ impl ZooKeeper {
     /// directory Jodis watches). `connect` is `host:port[,host:port...]`, optionally followed
     /// by a chroot (`host:port/chroot`).
     ///
-    /// ```no_run
+    /// ```
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo");
     /// assert_eq!(zk.path(), "/jodis/demo");
     /// ```
@@ -139,7 +139,7 @@ impl ZooKeeper {
     /// Codis 2.x: the proxies of `product` under `/zk/codis/db_<product>/proxy` (JSON
     /// `{"addr": ..., "state": "online"}`, whose state flips in place).
     ///
-    /// ```no_run
+    /// ```
     /// let zk = connpool::discovery::ZooKeeper::codis2("127.0.0.1:2181", "demo");
     /// assert_eq!(zk.path(), "/zk/codis/db_demo/proxy");
     /// ```
@@ -155,7 +155,7 @@ impl ZooKeeper {
     /// `state`/`online`) or plain `host:port`. A missing leading `/` is added and a trailing
     /// one dropped.
     ///
-    /// ```no_run
+    /// ```
     /// let zk = connpool::discovery::ZooKeeper::directory("127.0.0.1:2181", "/serverlist");
     /// assert_eq!(zk.path(), "/serverlist");
     /// ```
@@ -179,7 +179,7 @@ impl ZooKeeper {
     /// `[2, 20] × tickTime`). While ZooKeeper is unreachable for longer, the session expires
     /// and a new one is built once it is back.
     ///
-    /// ```no_run
+    /// ```
     /// # use std::time::Duration;
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
     ///     .session_timeout(Duration::from_secs(30));
@@ -193,7 +193,7 @@ impl ZooKeeper {
     /// Bound on establishing one session (default 5 s); a failed attempt is reported and
     /// retried after the reconnect backoff.
     ///
-    /// ```no_run
+    /// ```
     /// # use std::time::Duration;
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
     ///     .connect_timeout(Duration::from_secs(2));
@@ -207,7 +207,7 @@ impl ZooKeeper {
     /// How often the whole directory is re-read besides the watches, as a safety net
     /// (default 30 s; at least 100 ms).
     ///
-    /// ```no_run
+    /// ```
     /// # use std::time::Duration;
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
     ///     .resync_interval(Duration::from_secs(10));
@@ -221,7 +221,7 @@ impl ZooKeeper {
     /// Cap of the reconnect backoff (default 3 s). Reconnects start after 100 ms and double
     /// up to this cap, each delay jittered down by up to half.
     ///
-    /// ```no_run
+    /// ```
     /// # use std::time::Duration;
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
     ///     .max_reconnect_backoff(Duration::from_secs(10));
@@ -234,7 +234,7 @@ impl ZooKeeper {
 
     /// The directory followed.
     ///
-    /// ```no_run
+    /// ```
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo");
     /// assert_eq!(zk.path(), "/jodis/demo");
     /// ```
@@ -244,7 +244,7 @@ impl ZooKeeper {
 
     /// The connect string (`host:port[,host:port...][/chroot]`).
     ///
-    /// ```no_run
+    /// ```
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo");
     /// assert_eq!(zk.connect_string(), "127.0.0.1:2181");
     /// ```
@@ -878,6 +878,86 @@ mod tests {
         let mut all = Work::All;
         all.add(Target::Children);
         assert_eq!(all, Work::All);
+    }
+
+    #[tokio::test]
+    async fn bad_connect_strings_are_errors_not_panics() {
+        for connect in [
+            "",
+            ",",
+            "h:notaport",
+            "h:99999",
+            "h:1,,h:2",
+            "h:1/a//b",
+            "tcp+tls://h:1",
+            "[::1",
+        ] {
+            let zk = ZooKeeper::codis3(connect, "p").connect_timeout(Duration::from_millis(300));
+            assert!(zk.open().await.is_err(), "{connect:?}");
+        }
+    }
+
+    fn quiet_updates() -> Updates {
+        Updates {
+            shared: super::super::UpdatesShared::new(Box::new(|_| {})),
+        }
+    }
+
+    #[test]
+    fn cache_warns_once_per_version_and_tracks_changes() {
+        let warnings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = warnings.clone();
+        let updates = Updates {
+            shared: super::super::UpdatesShared::new(Box::new(move |r| {
+                if let super::super::Report::Warning(m) = r {
+                    sink.lock().unwrap().push(m.to_owned());
+                }
+            })),
+        };
+        let mut cache = Cache::default();
+        cache.update("a", b"h:1", 1, &updates, "/d");
+        cache.update("b", b"junk", 2, &updates, "/d");
+        cache.update("b", b"junk", 2, &updates, "/d"); // a resync: same version, no new warning
+        assert_eq!(warnings.lock().unwrap().len(), 1);
+        assert!(warnings.lock().unwrap()[0].contains("node b"));
+        assert_eq!(cache.online(), vec![Backend::new("h:1").with_id("a")]);
+        cache.update(
+            "b",
+            br#"{"addr":"h:2","state":"online"}"#,
+            3,
+            &updates,
+            "/d",
+        );
+        assert_eq!(cache.online().len(), 2);
+        cache.update(
+            "a",
+            br#"{"addr":"h:1","state":"offline"}"#,
+            4,
+            &updates,
+            "/d",
+        );
+        assert_eq!(cache.online().len(), 1);
+        assert_eq!(cache.online()[0].addr(), "h:2");
+        assert_eq!(warnings.lock().unwrap().len(), 1);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_payload_is_parsed_or_skipped(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            json in r#"\{"(addr|proxy_addr|state|online)":("[ -~]{0,24}"|[0-9]{1,6}|true|false|null|\[\]),? ?("state":"(online|offline|[a-z]{0,8})")?\}"#,
+            name in "[a-zA-Z0-9_.-]{1,24}",
+        ) {
+            let updates = quiet_updates();
+            let mut cache = Cache::default();
+            cache.update(&name, &data, 1, &updates, "/d");
+            cache.update("j", json.as_bytes(), 2, &updates, "/d");
+            let list = cache.online();
+            proptest::prop_assert!(list.len() <= 2);
+            for b in &list {
+                proptest::prop_assert!(b.addr().contains(':'));
+            }
+        }
     }
 
     #[test]

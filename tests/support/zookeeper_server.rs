@@ -238,3 +238,171 @@ fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("probe a free port")
 }
+
+/// A TCP proxy in front of a ZooKeeper server that records the session id and password of
+/// every session established through it (from the server's `ConnectResponse`), so a test can
+/// [`kill_session`] a client's session while the server keeps running.
+pub struct SessionSniffer {
+    addr: String,
+    sessions: Sessions,
+    blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Session ids and passwords seen, in order.
+type Sessions = std::sync::Arc<std::sync::Mutex<Vec<(i64, Vec<u8>)>>>;
+
+impl SessionSniffer {
+    /// Listens on 127.0.0.1 (a random port) and forwards every connection to `target`.
+    pub async fn start(target: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address").to_string();
+        let sessions: Sessions = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let blocked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let target = target.to_owned();
+        let recorded = sessions.clone();
+        let refuse = blocked.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                // SeqCst: a plain flag set by the test; no other data rides on it.
+                if refuse.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let recorded = recorded.clone();
+                conns.spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        let _ = sw.shutdown().await;
+                    });
+                    // The server's first frame is the ConnectResponse: int32 length, then
+                    // protocolVersion i32, timeOut i32, sessionId i64, passwd (i32 length +
+                    // bytes), readOnly bool.
+                    let mut len = [0u8; 4];
+                    if sr.read_exact(&mut len).await.is_ok() {
+                        let n = i32::from_be_bytes(len).clamp(0, 1 << 20) as usize;
+                        let mut body = vec![0u8; n];
+                        if sr.read_exact(&mut body).await.is_ok() {
+                            if let Some(s) = parse_connect_response(&body) {
+                                if s.0 != 0 {
+                                    recorded.lock().unwrap().push(s);
+                                }
+                            }
+                            let _ = cw.write_all(&len).await;
+                            let _ = cw.write_all(&body).await;
+                            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                        }
+                    }
+                    let _ = cw.shutdown().await;
+                    up.abort();
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        SessionSniffer {
+            addr,
+            sessions,
+            blocked,
+            task,
+        }
+    }
+
+    /// While blocked, new connections through the proxy are closed at once (existing ones
+    /// stay): a client cannot re-attach to its session meanwhile.
+    pub fn block(&self, on: bool) {
+        // SeqCst: see the load in the accept loop.
+        self.blocked.store(on, Ordering::SeqCst);
+    }
+
+    /// The proxy's `127.0.0.1:port`, the connect string to give the client.
+    pub fn addr(&self) -> String {
+        self.addr.clone()
+    }
+
+    /// The distinct sessions established through the proxy so far, oldest first.
+    pub fn sessions(&self) -> Vec<(i64, Vec<u8>)> {
+        let mut out: Vec<(i64, Vec<u8>)> = Vec::new();
+        for s in self.sessions.lock().unwrap().iter() {
+            if !out.iter().any(|o| o.0 == s.0) {
+                out.push(s.clone());
+            }
+        }
+        out
+    }
+}
+
+impl Drop for SessionSniffer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn parse_connect_response(b: &[u8]) -> Option<(i64, Vec<u8>)> {
+    let id = i64::from_be_bytes(b.get(8..16)?.try_into().ok()?);
+    let n = i32::from_be_bytes(b.get(16..20)?.try_into().ok()?);
+    let pw = b.get(20..20 + usize::try_from(n).ok()?)?.to_vec();
+    Some((id, pw))
+}
+
+/// Ends a session on the server, as Curator's `KillSession` does: attaches a second connection
+/// to it (id and password) and closes it there. The session's own client is disconnected and,
+/// reconnecting, told the session expired. Blocking (std I/O).
+///
+/// If the client re-attaches between the two steps, the server refuses the close
+/// (`SessionMoved`) and the session lives on: keep the client away meanwhile (e.g.
+/// [`SessionSniffer::block`]).
+pub fn kill_session(server: &str, session_id: i64, password: &[u8]) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(server)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // ConnectRequest: protocolVersion 0, lastZxidSeen 0, timeOut, sessionId, passwd, readOnly.
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i32.to_be_bytes());
+    body.extend_from_slice(&0i64.to_be_bytes());
+    body.extend_from_slice(&2000i32.to_be_bytes());
+    body.extend_from_slice(&session_id.to_be_bytes());
+    body.extend_from_slice(&(password.len() as i32).to_be_bytes());
+    body.extend_from_slice(password);
+    body.push(0);
+    write_frame(&mut s, &body)?;
+    let reply = read_frame(&mut s)?;
+    match parse_connect_response(&reply) {
+        Some((id, _)) if id == session_id => {}
+        other => {
+            return Err(std::io::Error::other(format!(
+                "could not attach to session {session_id:#x}: {other:?}"
+            )))
+        }
+    }
+    // closeSession: xid 1, type -11, no body; then wait for its reply (or the close).
+    let mut req = Vec::new();
+    req.extend_from_slice(&1i32.to_be_bytes());
+    req.extend_from_slice(&(-11i32).to_be_bytes());
+    write_frame(&mut s, &req)?;
+    let _ = read_frame(&mut s);
+    Ok(())
+}
+
+fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(body);
+    s.write_all(&frame)
+}
+
+fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let n = i32::from_be_bytes(len).clamp(0, 1 << 20) as usize;
+    let mut body = vec![0u8; n];
+    s.read_exact(&mut body)?;
+    Ok(body)
+}
