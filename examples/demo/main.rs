@@ -3,27 +3,118 @@
 //! `cargo run --release --example demo` starts a few in-process TCP backends (no server
 //! needed), runs concurrent request loops through the pool for a few seconds, removes one
 //! backend and adds another half-way, kills one backend's listener later, and shows a live
-//! progress line, then a final table.
+//! progress line, then a final table: throughput, latency percentiles, per-backend connection
+//! and request counts, and every stat.
 //!
-//! Flags: `--duration SECS` (default 8), `--tasks N` (64), `--pool N` (16), `--backends N` (3).
+//! Flags: `--duration SECS` (default 8), `--tasks N` (64), `--pool N` (16), `--backends N` (3);
+//! `--redis` [`--redis-addr HOST:PORT`]... (feature `redis`): real Redis servers, SET + GET;
+//! `--zk HOST:PORT --codis-product NAME` (feature `zookeeper`) or `--etcd HOST:PORT --prefix P`
+//! (feature `etcd`): the backends are registered there and the pool follows them, so the
+//! half-way swap goes through the coordination service.
 
 mod backend;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod hist;
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "zookeeper")]
+mod zookeeper;
 
+use std::future::Future;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend::{LineManager, TestBackend};
-use connpool::{Backend, Pool, Status};
+use connpool::{Backend, Manager, Pool, Status};
 use hist::Histogram;
 
+/// What the demo drives: a manager and one request over its connection.
+trait Workload: Manager {
+    fn request(
+        conn: &mut Self::Connection,
+        n: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl Workload for LineManager {
+    async fn request(conn: &mut backend::LineConn, n: u64) -> Result<(), String> {
+        conn.request(n).await.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Workload for connpool::redis::RedisManager {
+    async fn request(conn: &mut connpool::redis::RedisConnection, n: u64) -> Result<(), String> {
+        redis::request(conn, n).await.map_err(|e| e.to_string())
+    }
+}
+
+/// A backend server the demo can count and kill.
+trait Server {
+    fn addr(&self) -> &str;
+    fn kill(&self);
+    fn is_killed(&self) -> bool;
+    fn accepted(&self) -> u64;
+    fn requests(&self) -> u64;
+}
+
+impl Server for TestBackend {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+    fn kill(&self) {
+        TestBackend::kill(self)
+    }
+    fn is_killed(&self) -> bool {
+        TestBackend::is_killed(self)
+    }
+    fn accepted(&self) -> u64 {
+        TestBackend::accepted(self)
+    }
+    fn requests(&self) -> u64 {
+        TestBackend::requests(self)
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Server for redis::RedisBackend {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+    fn kill(&self) {
+        redis::RedisBackend::kill(self)
+    }
+    fn is_killed(&self) -> bool {
+        redis::RedisBackend::is_killed(self)
+    }
+    fn accepted(&self) -> u64 {
+        redis::RedisBackend::accepted(self)
+    }
+    fn requests(&self) -> u64 {
+        redis::RedisBackend::requests(self)
+    }
+}
+
+#[derive(Default)]
 struct Args {
     duration: Duration,
     tasks: usize,
     pool: usize,
     backends: usize,
+    redis: bool,
+    redis_addr: Vec<String>,
+    zk: Option<String>,
+    codis_product: Option<String>,
+    etcd: Option<String>,
+    prefix: Option<String>,
 }
+
+const USAGE: &str = "usage: demo [--duration SECS] [--tasks N] [--pool N] [--backends N]
+            [--redis [--redis-addr HOST:PORT]...]
+            [--zk HOST:PORT --codis-product NAME | --etcd HOST:PORT --prefix P]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -31,51 +122,71 @@ fn parse_args() -> Result<Args, String> {
         tasks: 64,
         pool: 16,
         backends: 3,
+        ..Args::default()
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        let num = |name: &str, v: String| v.parse::<usize>().map_err(|e| format!("{name}: {e}"));
         match flag.as_str() {
             "--duration" => {
-                a.duration = Duration::from_secs_f64(
-                    value("--duration")?
-                        .parse::<f64>()
-                        .map_err(|e| format!("--duration: {e}"))?,
-                )
+                let secs = value("--duration")?
+                    .parse::<f64>()
+                    .map_err(|e| format!("--duration: {e}"))?;
+                if !(0.5..=3600.0).contains(&secs) {
+                    return Err("--duration must be between 0.5 and 3600 seconds".into());
+                }
+                a.duration = Duration::from_secs_f64(secs);
             }
-            "--tasks" => {
-                a.tasks = value("--tasks")?
-                    .parse()
-                    .map_err(|e| format!("--tasks: {e}"))?
+            "--tasks" => a.tasks = num("--tasks", value("--tasks")?)?,
+            "--pool" => a.pool = num("--pool", value("--pool")?)?,
+            "--backends" => a.backends = num("--backends", value("--backends")?)?,
+            "--redis" => a.redis = true,
+            "--redis-addr" => {
+                a.redis = true;
+                a.redis_addr.push(value("--redis-addr")?)
             }
-            "--pool" => {
-                a.pool = value("--pool")?
-                    .parse()
-                    .map_err(|e| format!("--pool: {e}"))?
-            }
-            "--backends" => {
-                a.backends = value("--backends")?
-                    .parse()
-                    .map_err(|e| format!("--backends: {e}"))?
-            }
+            "--zk" => a.zk = Some(value("--zk")?),
+            "--codis-product" => a.codis_product = Some(value("--codis-product")?),
+            "--etcd" => a.etcd = Some(value("--etcd")?),
+            "--prefix" => a.prefix = Some(value("--prefix")?),
             "-h" | "--help" => {
-                println!("usage: demo [--duration SECS] [--tasks N] [--pool N] [--backends N]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => return Err(format!("unknown flag {other} (try --help)")),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
     if a.tasks == 0 || a.pool == 0 || a.backends < 2 {
         return Err("--tasks and --pool must be at least 1, --backends at least 2".into());
     }
+    if a.zk.is_some() != a.codis_product.is_some() {
+        return Err("--zk and --codis-product go together".into());
+    }
+    if a.etcd.is_some() != a.prefix.is_some() {
+        return Err("--etcd and --prefix go together".into());
+    }
+    if a.zk.is_some() && a.etcd.is_some() {
+        return Err("choose one of --zk and --etcd".into());
+    }
+    for (on, feature) in [
+        (a.redis, "redis"),
+        (a.zk.is_some(), "zookeeper"),
+        (a.etcd.is_some(), "etcd"),
+    ] {
+        let built = match feature {
+            "redis" => cfg!(feature = "redis"),
+            "zookeeper" => cfg!(feature = "zookeeper"),
+            _ => cfg!(feature = "etcd"),
+        };
+        if on && !built {
+            return Err(format!(
+                "this demo was built without the `{feature}` feature: \
+                 cargo run --release --example demo --features {feature} -- ..."
+            ));
+        }
+    }
     Ok(a)
-}
-
-#[derive(Default)]
-struct Counters {
-    ok: AtomicU64,
-    get_errors: AtomicU64,
-    io_errors: AtomicU64,
 }
 
 #[tokio::main]
@@ -87,35 +198,140 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let mut servers = Vec::new();
-    for i in 0..args.backends + 1 {
-        servers.push(TestBackend::start(format!("b{i}")).await);
+    let outcome = if args.redis {
+        run_redis(&args).await
+    } else {
+        let mut servers = Vec::new();
+        for i in 0..args.backends + 1 {
+            servers.push(TestBackend::start(format!("b{i}")).await);
+        }
+        run(LineManager, servers, &args).await
+    };
+    if let Err(e) = outcome {
+        eprintln!("demo: {e}");
+        std::process::exit(1);
     }
-    let initial: Vec<Backend> = servers[..args.backends]
-        .iter()
-        .map(|s| Backend::new(s.addr.clone()))
-        .collect();
-    let pool = Pool::builder(LineManager)
+}
+
+#[cfg(feature = "redis")]
+async fn run_redis(args: &Args) -> Result<(), String> {
+    let servers = redis::start(&args.redis_addr, args.backends + 1)?;
+    run(redis::manager(), servers, args).await
+}
+
+#[cfg(not(feature = "redis"))]
+async fn run_redis(_: &Args) -> Result<(), String> {
+    unreachable!("parse_args rejects --redis without the feature")
+}
+
+/// Where the pool's backend list comes from, and how the demo changes it.
+enum Source {
+    Static,
+    #[cfg(feature = "zookeeper")]
+    ZooKeeper(Box<zookeeper::Registry>),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::Registry>),
+}
+
+impl Source {
+    /// Marks a backend offline in the coordination service (as an operator or the Codis
+    /// dashboard would); a static list has no such state.
+    async fn mark_offline(&mut self, addr: &str) -> Option<Result<(), String>> {
+        match self {
+            Source::Static => {
+                let _ = addr;
+                None
+            }
+            #[cfg(feature = "zookeeper")]
+            Source::ZooKeeper(r) => Some(r.set_online(addr, false).await),
+            #[cfg(feature = "etcd")]
+            Source::Etcd(r) => Some(r.set_online(addr, false).await),
+        }
+    }
+
+    /// Removes `gone` and adds `new`: directly, or through the coordination service.
+    async fn swap<M: Manager>(
+        &mut self,
+        pool: &Pool<M>,
+        gone: &str,
+        new: &str,
+        list: Vec<String>,
+    ) -> Result<(), String> {
+        match self {
+            Source::Static => {
+                let _ = (gone, new);
+                pool.set_backends(list.into_iter().map(Backend::new));
+                Ok(())
+            }
+            #[cfg(feature = "zookeeper")]
+            Source::ZooKeeper(r) => {
+                r.remove(gone).await?;
+                r.add(new).await
+            }
+            #[cfg(feature = "etcd")]
+            Source::Etcd(r) => {
+                r.remove(gone).await?;
+                r.add(new).await
+            }
+        }
+    }
+}
+
+async fn run<M: Workload, S: Server>(
+    manager: M,
+    servers: Vec<S>,
+    args: &Args,
+) -> Result<(), String> {
+    let n = args.backends;
+    let initial: Vec<String> = servers[..n].iter().map(|s| s.addr().to_owned()).collect();
+    let builder = Pool::builder(manager)
         .name("demo")
         .max_size(args.pool)
         .wait_timeout(Duration::from_secs(2))
         .connect_timeout(Duration::from_millis(500))
         .backoff_base(Duration::from_millis(200))
-        .backoff_max(Duration::from_secs(2))
-        .backends(initial)
-        .build()
-        .expect("valid pool config");
+        .backoff_max(Duration::from_secs(2));
+    let (builder, mut source, via) = if let Some(_zk) = &args.zk {
+        #[cfg(feature = "zookeeper")]
+        {
+            let product = args.codis_product.as_deref().unwrap_or_default();
+            let r = zookeeper::Registry::register(_zk, product, &initial).await?;
+            (
+                builder.discovery(zookeeper::discovery(_zk, product)),
+                Source::ZooKeeper(Box::new(r)),
+                format!("ZooKeeper {_zk} /jodis/{product}"),
+            )
+        }
+        #[cfg(not(feature = "zookeeper"))]
+        unreachable!("parse_args rejects --zk without the feature")
+    } else if let Some(_etcd) = &args.etcd {
+        #[cfg(feature = "etcd")]
+        {
+            let prefix = args.prefix.as_deref().unwrap_or_default();
+            let r = etcd::Registry::register(_etcd, prefix, &initial).await?;
+            (
+                builder.discovery(etcd::discovery(_etcd, prefix)),
+                Source::Etcd(Box::new(r)),
+                format!("etcd {_etcd} {prefix}"),
+            )
+        }
+        #[cfg(not(feature = "etcd"))]
+        unreachable!("parse_args rejects --etcd without the feature")
+    } else {
+        (
+            builder.backends(initial.iter().map(Backend::new)),
+            Source::Static,
+            "a static list".to_owned(),
+        )
+    };
+    let pool = builder.build().map_err(|e| e.to_string())?;
 
     println!(
-        "connpool demo: {} tasks, pool of {}, {} backends ({}), {:?}",
+        "connpool demo: {} tasks, pool of {}, {} backends ({}) from {via}, {:?}",
         args.tasks,
         args.pool,
-        args.backends,
-        servers[..args.backends]
-            .iter()
-            .map(|s| s.addr.as_str())
-            .collect::<Vec<_>>()
-            .join(" "),
+        n,
+        initial.join(" "),
         args.duration
     );
 
@@ -129,11 +345,11 @@ async fn main() {
         let hist = hist.clone();
         let counters = counters.clone();
         workers.push(tokio::spawn(async move {
-            let mut n = 0u64;
+            let mut i = 0u64;
             while Instant::now() < end {
                 let t = Instant::now();
                 match pool.get().await {
-                    Ok(mut conn) => match conn.request(n).await {
+                    Ok(mut conn) => match M::request(&mut conn, i).await {
                         Ok(()) => {
                             hist.record(t.elapsed());
                             counters.ok.fetch_add(1, Ordering::Relaxed);
@@ -147,16 +363,16 @@ async fn main() {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 }
-                n += 1;
+                i += 1;
             }
         }));
     }
 
-    // The script: half-way, swap a backend; at 70 %, kill one backend's listener.
+    // The script: half-way, swap a backend; at 70 %, kill one backend.
     let half = args.duration / 2;
     let kill_at = args.duration.mul_f64(0.7);
-    let mut swapped = false;
-    let mut killed = false;
+    let offline_at = args.duration.mul_f64(0.85);
+    let (mut swapped, mut killed, mut offline) = (false, false, false);
     let mut last_ok = 0;
     let mut last_t = Instant::now();
     let tick = Duration::from_millis(500);
@@ -165,27 +381,44 @@ async fn main() {
         let elapsed = start.elapsed();
         if !swapped && elapsed >= half {
             swapped = true;
-            let mut list: Vec<Backend> = servers[1..args.backends]
-                .iter()
-                .map(|s| Backend::new(s.addr.clone()))
-                .collect();
-            list.push(Backend::new(servers[args.backends].addr.clone()));
-            pool.set_backends(list);
+            let mut list: Vec<String> = initial[1..].to_vec();
+            list.push(servers[n].addr().to_owned());
+            let outcome = source
+                .swap(&pool, servers[0].addr(), servers[n].addr(), list)
+                .await;
             println!(
-                "\n-- {:>4.1}s: removed {} and added {}",
+                "\n-- {:>4.1}s: removed {} and added {}{}",
                 elapsed.as_secs_f64(),
-                servers[0].addr,
-                servers[args.backends].addr
+                servers[0].addr(),
+                servers[n].addr(),
+                match outcome {
+                    Ok(()) => format!(" (via {via})"),
+                    Err(e) => format!(" FAILED: {e}"),
+                }
             );
         }
         if !killed && elapsed >= kill_at {
             killed = true;
             servers[1].kill();
             println!(
-                "\n-- {:>4.1}s: killed {}'s listener and connections",
+                "\n-- {:>4.1}s: killed {} (its connections die, its port refuses)",
                 elapsed.as_secs_f64(),
-                servers[1].addr
+                servers[1].addr()
             );
+        }
+        if !offline && elapsed >= offline_at {
+            offline = true;
+            if let Some(outcome) = source.mark_offline(servers[1].addr()).await {
+                println!(
+                    "\n-- {:>4.1}s: marked {} offline in {via}{}",
+                    elapsed.as_secs_f64(),
+                    servers[1].addr(),
+                    outcome
+                        .err()
+                        .map(|e| format!(" FAILED: {e}"))
+                        .unwrap_or_default()
+                );
+            }
         }
         let ok = counters.ok.load(Ordering::Relaxed);
         let rate = (ok - last_ok) as f64 / last_t.elapsed().as_secs_f64();
@@ -193,7 +426,7 @@ async fn main() {
         last_t = Instant::now();
         let st = pool.status();
         print!(
-            "\r{:>5.1}s  {:>9.0} ops/s  p99 {:>8}  size {:>3} idle {:>3} in_use {:>3} waiters {:>4}  backends {}   ",
+            "\r{:>5.1}s {:>9.0} ops/s  p99 {:>8}  size {:>3} idle {:>3} in_use {:>3} waiters {:>4}  backends {}   ",
             elapsed.as_secs_f64(),
             rate,
             fmt_us(hist.percentile(0.99)),
@@ -203,7 +436,6 @@ async fn main() {
             st.waiters,
             backends_line(&st)
         );
-        use std::io::Write;
         let _ = std::io::stdout().flush();
     }
     for w in workers {
@@ -213,6 +445,14 @@ async fn main() {
     println!("\n");
     report(&pool, &servers, &hist, &counters, total);
     pool.close().await;
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counters {
+    ok: AtomicU64,
+    get_errors: AtomicU64,
+    io_errors: AtomicU64,
 }
 
 fn backends_line(st: &Status) -> String {
@@ -242,9 +482,9 @@ fn fmt_us(us: u64) -> String {
     }
 }
 
-fn report(
-    pool: &Pool<LineManager>,
-    servers: &[TestBackend],
+fn report<M: Manager, S: Server>(
+    pool: &Pool<M>,
+    servers: &[S],
     hist: &Histogram,
     c: &Counters,
     total: Duration,
@@ -264,17 +504,21 @@ fn report(
         println!("  {name:<6} {}", fmt_us(hist.percentile(q)));
     }
     println!("  max    {}", fmt_us(hist.max()));
-    println!("== backends");
+    println!("== backends (server side: connections accepted, requests served)");
     println!(
-        "  {:<22} {:>8} {:>12} {:>8} {:>8}",
+        "  {:<26} {:>8} {:>12} {:>8} {:>10}",
         "address", "conns", "requests", "listed", "pool now"
     );
     let st = pool.status();
     for s in servers {
-        let listed = st.backends.iter().find(|b| b.addr == s.addr);
+        let listed = st.backends.iter().find(|b| b.addr == s.addr());
         println!(
-            "  {:<22} {:>8} {:>12} {:>8} {:>8}",
-            format!("{}{}", s.addr, if s.is_killed() { " (killed)" } else { "" }),
+            "  {:<26} {:>8} {:>12} {:>8} {:>10}",
+            format!(
+                "{}{}",
+                s.addr(),
+                if s.is_killed() { " (killed)" } else { "" }
+            ),
             s.accepted(),
             s.requests(),
             if listed.is_some() { "yes" } else { "no" },
