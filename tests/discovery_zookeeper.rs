@@ -341,6 +341,50 @@ async fn directory_plain_and_json_malformed_skipped_with_warning() {
     pool.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_node_is_skipped_with_a_warning() {
+    let server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    put(&w, "/acl/a", b"10.0.7.1:1").await;
+    // A node only its (authenticated) creator may read.
+    let owner = zk::Client::connector()
+        .with_auth("digest", b"owner:secret")
+        .connect(&server.addr())
+        .await
+        .expect("owner session");
+    owner
+        .create(
+            "/acl/secret",
+            b"10.0.7.2:1",
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all()),
+        )
+        .await
+        .expect("create a protected node");
+    let m = Faulty::new();
+    let log = Log::default();
+    let pool = pool(&m, ZooKeeper::directory(&server.addr(), "/acl"), &log, 2);
+    converge(&pool, &["10.0.7.1:1"], &log).await;
+    until("a warning for the protected node", || {
+        log.count("node secret: not authorized") == 1
+    })
+    .await;
+    put(&w, "/acl/b", b"10.0.7.3:1").await;
+    converge(&pool, &["10.0.7.1:1", "10.0.7.3:1"], &log).await;
+    assert_eq!(
+        log.count("failed:"),
+        0,
+        "a skipped node is no error:\n{}",
+        log.dump()
+    );
+    assert_eq!(
+        log.count("not authorized"),
+        1,
+        "warned once:\n{}",
+        log.dump()
+    );
+    pool.close().await;
+}
+
 // ---- server restart -------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -295,17 +295,24 @@ impl ZooKeeper {
         loop {
             if connected && !work.is_none() {
                 let pending = std::mem::take(&mut work);
-                let ok = match self
-                    .read(client, &pending, cache, &mut watches, updates)
-                    .await
-                {
-                    Ok(()) => true,
-                    Err(Failure::Error(message)) => {
+                // A read outlasting the session timeout means the client is stuck: end the
+                // session (a new client re-reads everything) rather than wait on it.
+                let bound = self.session_timeout.max(Duration::from_secs(5));
+                let read = self.read(client, &pending, cache, &mut watches, updates);
+                let ok = match tokio::time::timeout(bound, read).await {
+                    Err(_) => {
+                        return SessionEnd::Failed(format!(
+                            "zookeeper {}: reading {} took over {bound:?}",
+                            self.connect, self.path
+                        ))
+                    }
+                    Ok(Ok(())) => true,
+                    Ok(Err(Failure::Error(message))) => {
                         tracing::warn!(path = %self.path, "{message}");
                         updates.report_error(&message);
                         false
                     }
-                    Err(Failure::Ended(end)) => return end,
+                    Ok(Err(Failure::Ended(end))) => return end,
                 };
                 if ok {
                     retry = None;
@@ -446,6 +453,10 @@ impl ZooKeeper {
                     // Deleted since the listing; the children watch reports it too.
                     cache.nodes.remove(name);
                 }
+                Err(zk::Error::NoAuth) => {
+                    // A node this client may not read: skipped like a malformed one.
+                    cache.unreadable(name, "not authorized to read it", updates, &self.path);
+                }
                 Err(e) => {
                     if let Some(end) = terminal_error(&e) {
                         return Err(Failure::Ended(end));
@@ -552,6 +563,9 @@ impl Discovery for ZooKeeper {
                             "zookeeper {}: session expired; reconnecting with a new session",
                             self.connect
                         ),
+                        SessionEnd::Failed(why) => {
+                            format!("{why}; reconnecting with a new session")
+                        }
                         SessionEnd::Terminal(state) => format!(
                             "zookeeper {}: session ended ({state}); reconnecting with a new session",
                             self.connect
@@ -584,6 +598,8 @@ impl Discovery for ZooKeeper {
 enum SessionEnd {
     PoolClosed,
     Terminal(zk::SessionState),
+    /// The session is unusable for another reason (a read stuck past the session timeout).
+    Failed(String),
 }
 
 /// A failed read: an error the session survives, or the end of the session.
@@ -594,7 +610,9 @@ enum Failure {
 
 fn terminal_error(e: &zk::Error) -> Option<SessionEnd> {
     match e {
-        zk::Error::SessionExpired => Some(SessionEnd::Terminal(zk::SessionState::Expired)),
+        zk::Error::SessionExpired | zk::Error::SessionMoved => {
+            Some(SessionEnd::Terminal(zk::SessionState::Expired))
+        }
         zk::Error::ClientClosed => Some(SessionEnd::Terminal(zk::SessionState::Closed)),
         zk::Error::AuthFailed => Some(SessionEnd::Terminal(zk::SessionState::AuthFailed)),
         _ => None,
@@ -735,6 +753,30 @@ impl Cache {
             updates.warn(&message);
         }
         self.nodes.insert(name.to_owned(), Node { mzxid, parsed });
+    }
+
+    /// Records a child whose data cannot be read (skipped; warned once until it changes).
+    fn unreadable(&mut self, name: &str, why: &str, updates: &Updates, dir: &str) {
+        let why = format!("node {name}: {why}");
+        if let Some(Node {
+            parsed: Err(old), ..
+        }) = self.nodes.get(name)
+        {
+            if *old == why {
+                return;
+            }
+        }
+        let message = format!("zookeeper {dir}: skipping {why}");
+        tracing::warn!("{message}");
+        updates.warn(&message);
+        // No real zxid is that low: the next readable version is parsed.
+        self.nodes.insert(
+            name.to_owned(),
+            Node {
+                mzxid: i64::MIN,
+                parsed: Err(why),
+            },
+        );
     }
 
     /// The online backends, in child-name order, each address once.
