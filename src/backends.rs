@@ -89,8 +89,10 @@ impl<S: Into<String>> From<S> for Backend {
 /// One listed backend and its live state.
 pub(crate) struct BackendEntry {
     pub(crate) backend: Backend,
-    /// Set once when the backend leaves the list; never cleared.
-    removed: AtomicBool,
+    /// Set once when the backend leaves the list; never cleared. Read on every get and every
+    /// return, so it has a cache line of its own: the gauges below are written on every get
+    /// and return, and a flag sharing their line would miss in every other core's cache.
+    removed: CachePadded<AtomicBool>,
     /// Open connections to this backend (idle, lent or being checked).
     pub(crate) size: AtomicUsize,
     /// Of those, in the idle queue.
@@ -111,7 +113,7 @@ impl BackendEntry {
     fn new(backend: Backend) -> Self {
         BackendEntry {
             backend,
-            removed: AtomicBool::new(false),
+            removed: CachePadded::new(AtomicBool::new(false)),
             size: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             in_use: AtomicUsize::new(0),

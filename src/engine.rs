@@ -88,6 +88,15 @@ impl<C> Engine<C> {
         self.max_idle.load(Ordering::Relaxed)
     }
 
+    /// Does the idle queue already hold `max_idle` connections (so a returning one closes)?
+    /// Only looks at the queue (whose length reads both of its contended ends) when `size`
+    /// says it could: the returning connection counts in `size` and is not queued, so while
+    /// `size <= max_idle` the queue holds fewer than `max_idle`.
+    fn idle_full(&self) -> bool {
+        let max_idle = self.max_idle();
+        self.size() > max_idle && self.idle.len() >= max_idle
+    }
+
     /// Lowers `size` by one; the last close after the pool closed wakes `drained`.
     fn size_sub(&self) {
         // Release: orders the connection's drop before a `drained` that sees the new size.
@@ -205,7 +214,7 @@ impl<C> Engine<C> {
             Some(CloseReason::NotReusable)
         } else if self.size() > self.admission.max() {
             Some(CloseReason::Shrunk)
-        } else if self.idle.len() >= self.max_idle() {
+        } else if self.idle_full() {
             Some(CloseReason::IdleFull)
         } else {
             None
