@@ -825,29 +825,59 @@ async fn measure_convergence() {
     );
     pool.close().await;
 
-    // v3 compaction while cut off (the cut-off noticed with request_timeout 1 s, progress 0.5 s)
+    // v3 path cut off (noticed with request_timeout 1 s, progress 0.5 s), a change meanwhile
     let freezer = Freezer::start(etcd.endpoint()).await;
     let d = Etcd::prefix(&[&freezer.endpoint()], "/m/")
         .request_timeout(Duration::from_secs(1))
         .progress_interval(Duration::from_millis(500));
     let (pool, _m, _) = pool_with(d);
     converge(&pool, &[A]).await;
-    let mut compact = vec![];
+    let mut cut = vec![];
     let mut w = V3::connect(&etcd.endpoint()).await;
     for i in 0..5 {
         freezer.freeze(true);
         noticed(&pool).await;
         let key = format!("/m/c{i}");
-        let rev = w.put(&key, C).await;
+        w.put(&key, C).await;
+        freezer.freeze(false);
+        let t = std::time::Instant::now();
+        converge(&pool, &[A, C]).await;
+        cut.push(t.elapsed());
+        w.delete(&key).await;
+        converge(&pool, &[A]).await;
+    }
+    summary("v3 cut off, change meanwhile: path back -> listed", cut);
+    pool.close().await;
+
+    // v3 lagging watcher cancelled by compaction (default knobs but no progress requests)
+    let d = Etcd::prefix(&[&freezer.endpoint()], "/m/")
+        .progress_interval(Duration::from_secs(3600))
+        .keep_alive(Duration::from_secs(60), Duration::from_secs(60));
+    let (pool, _m, seen) = pool_with(d);
+    converge(&pool, &[A]).await;
+    let pad = "x".repeat(96 * 1024);
+    let mut compact = vec![];
+    for i in 0..3 {
+        freezer.freeze(true);
+        let mut rev = 0;
+        for n in 0..256 {
+            let v = format!(r#"{{"addr":"10.9.9.9:1","state":"offline","n":{n},"pad":"{pad}"}}"#);
+            rev = w.put("/m/pad", &v).await;
+        }
+        w.delete("/m/pad").await;
+        let key = format!("/m/k{i}");
+        rev = rev.max(w.put(&key, C).await);
         w.compact(rev).await;
+        let before = seen.errors_with("compacted");
         freezer.freeze(false);
         let t = std::time::Instant::now();
         converge(&pool, &[A, C]).await;
         compact.push(t.elapsed());
+        assert!(seen.errors_with("compacted") > before, "{:?}", seen.errors);
         w.delete(&key).await;
         converge(&pool, &[A]).await;
     }
-    summary("v3 compacted while cut off: path back -> listed", compact);
+    summary("v3 lagging watch compacted: path back -> listed", compact);
     drop(freezer);
     drop(etcd);
 
