@@ -84,6 +84,8 @@ enum Source {
 
 /// The shortest duration a knob accepts (zero would make every request fail at once).
 const MIN_KNOB: Duration = Duration::from_millis(10);
+/// A v3 watch that lived this long resets the reconnect backoff.
+const HEALTHY: Duration = Duration::from_secs(10);
 /// Responses above this are refused: a v2 HTTP body, a v3 range or watch message (a
 /// directory of proxies is a few KiB).
 const MAX_BODY: usize = 64 << 20;
@@ -319,7 +321,7 @@ fn report(updates: &Updates, message: &str) {
 
 /// Why a v3 session ended.
 enum V3End {
-    /// Read everything again with the same client (compaction, store went backwards).
+    /// Read everything again with the same client (the watch's revision was compacted).
     Reread,
     /// Drop the client, back off, reconnect, read everything again.
     Reconnect(String),
@@ -328,8 +330,6 @@ enum V3End {
 impl Etcd {
     async fn run_v3(&self, updates: &Updates, prefix: &str) -> Result<(), DiscoveryError> {
         let mut listing = Listing::default();
-        // The revision whose changes are all in `listing`; `None`: read everything first.
-        let mut revision: Option<i64> = None;
         let mut backoff = Backoff::new(self.backoff);
         let options = ConnectOptions::new()
             .with_keep_alive(self.keep_alive.0, self.keep_alive.1)
@@ -364,23 +364,21 @@ impl Etcd {
             };
             if let Some(client) = client {
                 loop {
-                    match self
-                        .v3_session(
-                            &client,
-                            updates,
-                            prefix,
-                            &mut listing,
-                            &mut revision,
-                            &mut backoff,
-                        )
-                        .await
-                    {
-                        V3End::Reread => revision = None,
+                    // Every session starts with a full read: whatever happened meanwhile (a
+                    // restart, a restored data dir, a compaction), nothing is missed.
+                    let mut watching_since = None;
+                    let end = self
+                        .v3_session(&client, updates, prefix, &mut listing, &mut watching_since)
+                        .await;
+                    // A watch that worked for a while resets the backoff; one that fails right
+                    // after it was created does not (no retry storm).
+                    if watching_since.is_some_and(|t: Instant| t.elapsed() >= HEALTHY) {
+                        backoff.reset();
+                    }
+                    match end {
+                        V3End::Reread => {}
                         V3End::Reconnect(why) => {
                             report(updates, &why);
-                            // Whatever happened meanwhile (a restart, a restored data dir),
-                            // the next client starts from a fresh read.
-                            revision = None;
                             break;
                         }
                     }
@@ -390,52 +388,36 @@ impl Etcd {
         }
     }
 
-    /// Reads (if `revision` is `None`) and watches until something ends the watch.
+    /// Reads everything under `prefix`, publishes, and watches from the next revision until
+    /// something ends the watch.
     async fn v3_session(
         &self,
         client: &Client,
         updates: &Updates,
         prefix: &str,
         listing: &mut Listing,
-        revision: &mut Option<i64>,
-        backoff: &mut Backoff,
+        watching_since: &mut Option<Instant>,
     ) -> V3End {
         let rt = self.request_timeout;
-        let start = match *revision {
-            Some(r) => r,
-            None => {
-                let mut kv = client.kv_client().max_decoding_message_size(MAX_BODY);
-                let resp = match timeout(rt, kv.get(prefix, Some(GetOptions::new().with_prefix())))
-                    .await
-                {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => {
-                        return V3End::Reconnect(format!("etcd: reading {prefix:?}: {e}"))
-                    }
-                    Err(_) => {
-                        return V3End::Reconnect(format!(
-                            "etcd: reading {prefix:?} timed out after {rt:?}"
-                        ))
-                    }
-                };
-                let Some(rev) = resp.header().map(|h| h.revision()) else {
-                    return V3End::Reconnect("etcd: range response without a header".into());
-                };
-                listing.nodes.clear();
-                for kv in resp.kvs() {
-                    let key = String::from_utf8_lossy(kv.key());
-                    listing.put(updates, &key, kv.value(), kv.mod_revision());
-                }
-                listing.publish(updates);
-                tracing::debug!(prefix, revision = rev, "connpool: etcd: read the prefix");
-                *revision = Some(rev);
-                rev
+        let mut kv = client.kv_client().max_decoding_message_size(MAX_BODY);
+        let resp = match timeout(rt, kv.get(prefix, Some(GetOptions::new().with_prefix()))).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return V3End::Reconnect(format!("etcd: reading {prefix:?}: {e}")),
+            Err(_) => {
+                return V3End::Reconnect(format!("etcd: reading {prefix:?} timed out after {rt:?}"))
             }
         };
+        let Some(start) = resp.header().map(|h| h.revision()) else {
+            return V3End::Reconnect("etcd: range response without a header".into());
+        };
+        listing.nodes.clear();
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            listing.put(updates, &key, kv.value(), kv.mod_revision());
+        }
+        listing.publish(updates);
+        tracing::debug!(prefix, revision = start, "connpool: etcd: read the prefix");
 
-        // A watcher catching up gets up to 1,000 revisions' events in one response: let etcd
-        // split big ones (`fragment`; each piece is a run of whole events, applied as they
-        // come) and accept more than tonic's default 4 MiB per message.
         let mut wc = client.watch_client().max_decoding_message_size(MAX_BODY);
         let opts = WatchOptions::new()
             .with_prefix()
@@ -516,18 +498,7 @@ impl Etcd {
             }
             if resp.created() && !created {
                 created = true;
-                backoff.reset();
-                let now = resp.header().map(|h| h.revision()).unwrap_or(i64::MAX);
-                if now < start {
-                    report(
-                        updates,
-                        &format!(
-                            "etcd: the store's revision went back from {start} to {now} \
-                             (restored or new data dir); reading everything again"
-                        ),
-                    );
-                    return V3End::Reread;
-                }
+                *watching_since = Some(Instant::now());
                 tracing::debug!(prefix, from = start + 1, "connpool: etcd: watching");
             }
             let events = resp.events();
@@ -544,9 +515,6 @@ impl Etcd {
                     listing.delete(&key);
                 } else {
                     listing.put(updates, &key, kv.value(), kv.mod_revision());
-                }
-                if kv.mod_revision() > revision.unwrap_or(0) {
-                    *revision = Some(kv.mod_revision());
                 }
             }
             listing.publish(updates);
