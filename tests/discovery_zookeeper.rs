@@ -526,6 +526,56 @@ async fn killed_session_while_zookeeper_stays_up_sees_changes_made_meanwhile() {
     pool.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_catches_what_lost_watches_missed_and_rearms_them() {
+    let server = ZooKeeperServer::start();
+    let sniffer = SessionSniffer::start(&server.addr()).await;
+    let w = writer(&server).await;
+    let (a, b, c) = ("10.0.8.1:1", "10.0.8.2:1", "10.0.8.3:1");
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&sniffer.addr(), "demo").resync_interval(Duration::from_millis(300));
+    let pool = pool(&m, zk, &log, 2);
+    converge(&pool, &[a, b], &log).await;
+
+    // Notifications lost: the watches fire on the server but the client never hears of it.
+    sniffer.mute_notifications(true);
+    put(&w, "/jodis/demo/proxy-c", &proxy(c, "online")).await;
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "offline")).await;
+    // The periodic resync sees both changes anyway...
+    converge(&pool, &[b, c], &log).await;
+    // ...and re-arms the watches it found lost (the server spent them on the changes): the
+    // server holds the session's data watch on every child again, and the child watch on the
+    // directory (the only watcher here: 3 data + 1 child watches).
+    let (session, _) = sniffer.sessions()[0].clone();
+    until("the lost watches re-armed on the server", || {
+        let paths = server.watched_paths(session);
+        [
+            "/jodis/demo/proxy-a",
+            "/jodis/demo/proxy-b",
+            "/jodis/demo/proxy-c",
+        ]
+        .iter()
+        .all(|p| paths.iter().any(|q| q == p))
+            && server.watch_count() == Some(4)
+    })
+    .await;
+    sniffer.mute_notifications(false);
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    converge(&pool, &[a, b, c], &log).await;
+    delete(&w, "/jodis/demo/proxy-b").await;
+    converge(&pool, &[a, c], &log).await;
+    assert_eq!(
+        log.count("failed:"),
+        0,
+        "no discovery error:\n{}",
+        log.dump()
+    );
+    pool.close().await;
+}
+
 // ---- independence and close ---------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,19 +306,23 @@ impl ZooKeeper {
                             self.connect, self.path
                         ))
                     }
-                    Ok(Ok(())) => true,
-                    Ok(Err(Failure::Error(message))) => {
-                        tracing::warn!(path = %self.path, "{message}");
-                        updates.report_error(&message);
-                        false
-                    }
+                    Ok(Ok(())) => Ok(()),
                     Ok(Err(Failure::Ended(end))) => return end,
+                    Ok(Err(failure)) => Err(failure),
                 };
-                if ok {
+                if let Err(Failure::Error(message) | Failure::Partial(message)) = &ok {
+                    tracing::warn!(path = %self.path, "{message}");
+                    updates.report_error(message);
+                }
+                if ok.is_ok() {
                     retry = None;
                     if matches!(pending, Work::All) {
                         next_resync = Instant::now() + self.resync_interval;
                     }
+                }
+                // Publish unless the listing itself failed: after a partial read, a node that
+                // could not be read keeps its last known state (a new one waits for the retry).
+                if matches!(ok, Ok(()) | Err(Failure::Partial(_))) {
                     let list = cache.online();
                     if published.as_ref() != Some(&list) {
                         tracing::info!(
@@ -329,7 +333,8 @@ impl ZooKeeper {
                         updates.publish(list.iter().cloned());
                         *published = Some(list);
                     }
-                } else {
+                }
+                if ok.is_err() {
                     // Read again later (everything: the cache may be partly stale).
                     let delay = retry.map_or(Duration::from_millis(200), |(_, d)| {
                         (d * 2).min(self.max_backoff)
@@ -398,7 +403,15 @@ impl ZooKeeper {
         };
         let mut to_read: Vec<String> = Vec::new();
         if list_dir {
-            let children = self.list(client, watches).await?;
+            let was_armed = watches.children;
+            let mut children = self.list(client, watches).await?;
+            if names.is_none() && was_armed && !same_names(&children, &cache.nodes) {
+                // A full pass found a change the armed children watch never reported: that
+                // watch is evidently lost (or its event is still in flight): arm another.
+                tracing::warn!(path = %self.path, "zookeeper: resync found a children change no watch reported; re-arming");
+                watches.children = false;
+                children = self.list(client, watches).await?;
+            }
             let listed: HashSet<&str> = children.iter().map(String::as_str).collect();
             cache.nodes.retain(|name, _| listed.contains(name.as_str()));
             match names {
@@ -424,10 +437,43 @@ impl ZooKeeper {
         if to_read.is_empty() {
             return Ok(());
         }
+        let (first_error, missed) = self
+            .read_batch(client, &to_read, cache, watches, updates)
+            .await?;
+        let mut first_error = first_error;
+        if !missed.is_empty() {
+            // A plain re-read found data no armed watch reported a change of: those watches
+            // are evidently lost (or their events still in flight): arm new ones.
+            tracing::warn!(path = %self.path, nodes = ?missed, "zookeeper: resync found data changes no watch reported; re-arming");
+            for name in &missed {
+                watches.data.remove(name);
+            }
+            let (again, _) = self
+                .read_batch(client, &missed, cache, watches, updates)
+                .await?;
+            first_error = first_error.or(again);
+        }
+        match first_error {
+            None => Ok(()),
+            Some(message) => Err(Failure::Partial(message)),
+        }
+    }
+
+    /// Reads the data of `names` (arming a data watch on each that has none) into the cache.
+    /// Returns the first error, if any, and the children whose data changed although their
+    /// watch was armed.
+    async fn read_batch(
+        &self,
+        client: &zk::Client,
+        names: &[String],
+        cache: &mut Cache,
+        watches: &mut Watches,
+        updates: &Updates,
+    ) -> Result<(Option<String>, Vec<String>), Failure> {
         // Send every request first (the client sends at call time), then collect: one round
         // trip for the whole batch.
-        let mut pending = Vec::with_capacity(to_read.len());
-        for name in &to_read {
+        let mut pending = Vec::with_capacity(names.len());
+        for name in names {
             let path = child_path(&self.path, name);
             let fut = if watches.data.contains(name) {
                 Read::Plain(client.get_data(&path))
@@ -437,6 +483,7 @@ impl ZooKeeper {
             pending.push((name, fut));
         }
         let mut first_error: Option<String> = None;
+        let mut missed = Vec::new();
         for (name, fut) in pending {
             let result = match fut {
                 Read::Plain(f) => f.await.map(|(d, s)| (d, s, None)),
@@ -444,8 +491,13 @@ impl ZooKeeper {
             };
             match result {
                 Ok((data, stat, watcher)) => {
-                    if let Some(w) = watcher {
-                        watches.arm(Target::Data(name.clone()), w);
+                    match watcher {
+                        Some(w) => watches.arm(Target::Data(name.clone()), w),
+                        None => {
+                            if cache.nodes.get(name).is_some_and(|n| n.mzxid != stat.mzxid) {
+                                missed.push(name.clone());
+                            }
+                        }
                     }
                     cache.update(name, &data, stat.mzxid, updates, &self.path);
                 }
@@ -471,10 +523,7 @@ impl ZooKeeper {
                 }
             }
         }
-        match first_error {
-            None => Ok(()),
-            Some(message) => Err(Failure::Error(message)),
-        }
+        Ok((first_error, missed))
     }
 
     /// Lists the directory, arming the children watch (or, while it is missing, the exists
@@ -604,7 +653,11 @@ enum SessionEnd {
 
 /// A failed read: an error the session survives, or the end of the session.
 enum Failure {
+    /// Nothing usable was read (the listing failed).
     Error(String),
+    /// The listing was read but some children's data was not.
+    Partial(String),
+    /// The session ended.
     Ended(SessionEnd),
 }
 
@@ -783,6 +836,11 @@ impl Cache {
     fn online(&self) -> Vec<Backend> {
         online_list(self.nodes.values().map(|n| &n.parsed))
     }
+}
+
+/// Whether `listed` names exactly the cached children.
+fn same_names(listed: &[String], cached: &BTreeMap<String, Node>) -> bool {
+    listed.len() == cached.len() && listed.iter().all(|n| cached.contains_key(n))
 }
 
 /// The online backends among parsed nodes, each address once (first wins).

@@ -119,6 +119,34 @@ impl ZooKeeperServer {
         Ok(out)
     }
 
+    /// How many watches (data and child, all sessions) the server holds (`mntr`'s
+    /// `zk_watch_count`).
+    pub fn watch_count(&self) -> Option<usize> {
+        let text = self.four_letter("mntr").ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("zk_watch_count"))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// The paths the server holds a *data* watch on for `session` (four-letter word `wchc`;
+    /// ZooKeeper does not list child watches there: see `watch_count`).
+    pub fn watched_paths(&self, session: i64) -> Vec<String> {
+        let text = self.four_letter("wchc").unwrap_or_default();
+        let id = format!("{session:#x}");
+        let mut out = Vec::new();
+        let mut mine = false;
+        for line in text.lines() {
+            if line.starts_with('\t') || line.starts_with(' ') {
+                if mine {
+                    out.push(line.trim().to_owned());
+                }
+            } else {
+                mine = line.trim() == id;
+            }
+        }
+        out
+    }
+
     /// The server's log so far (for failure messages).
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.dir.join("zookeeper.log")).unwrap_or_default();
@@ -139,7 +167,7 @@ impl ZooKeeperServer {
              maxSessionTimeout={max}\n\
              maxClientCnxns=0\n\
              forceSync=no\n\
-             4lw.commands.whitelist=ruok,srvr,stat,cons\n",
+             4lw.commands.whitelist=ruok,srvr,stat,cons,wchc,mntr\n",
             data = self.dir.join("data").display(),
             port = self.port,
             max = self.max_session.as_millis().max(200),
@@ -241,11 +269,14 @@ fn free_port() -> u16 {
 
 /// A TCP proxy in front of a ZooKeeper server that records the session id and password of
 /// every session established through it (from the server's `ConnectResponse`), so a test can
-/// [`kill_session`] a client's session while the server keeps running.
+/// [`kill_session`] a client's session while the server keeps running; it can also refuse new
+/// connections ([`SessionSniffer::block`]) and drop watch notifications
+/// ([`SessionSniffer::mute_notifications`]).
 pub struct SessionSniffer {
     addr: String,
     sessions: Sessions,
     blocked: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    muted: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -265,6 +296,8 @@ impl SessionSniffer {
         let target = target.to_owned();
         let recorded = sessions.clone();
         let refuse = blocked.clone();
+        let muted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mute = muted.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
@@ -275,6 +308,7 @@ impl SessionSniffer {
                 }
                 let target = target.clone();
                 let recorded = recorded.clone();
+                let mute = mute.clone();
                 conns.spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
@@ -300,7 +334,29 @@ impl SessionSniffer {
                             }
                             let _ = cw.write_all(&len).await;
                             let _ = cw.write_all(&body).await;
-                            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                            // Then frame by frame: ReplyHeader (xid i32, zxid i64, err i32)
+                            // and body; xid -1 is a watch notification.
+                            loop {
+                                let mut len = [0u8; 4];
+                                if sr.read_exact(&mut len).await.is_err() {
+                                    break;
+                                }
+                                let n = i32::from_be_bytes(len).clamp(0, 1 << 24) as usize;
+                                let mut body = vec![0u8; n];
+                                if sr.read_exact(&mut body).await.is_err() {
+                                    break;
+                                }
+                                let notification = body.get(..4) == Some(&(-1i32).to_be_bytes());
+                                // SeqCst: a plain flag set by the test.
+                                if notification && mute.load(Ordering::SeqCst) {
+                                    continue;
+                                }
+                                if cw.write_all(&len).await.is_err()
+                                    || cw.write_all(&body).await.is_err()
+                                {
+                                    break;
+                                }
+                            }
                         }
                     }
                     let _ = cw.shutdown().await;
@@ -313,8 +369,16 @@ impl SessionSniffer {
             addr,
             sessions,
             blocked,
+            muted,
             task,
         }
+    }
+
+    /// While muted, the server's watch notifications are dropped on their way to the client
+    /// (the server has spent the watch; the client still believes it armed): lost watches.
+    pub fn mute_notifications(&self, on: bool) {
+        // SeqCst: see the load in the forwarding loop.
+        self.muted.store(on, Ordering::SeqCst);
     }
 
     /// While blocked, new connections through the proxy are closed at once (existing ones
