@@ -324,7 +324,7 @@ impl Core {
     /// Lent connections.
     pub fn in_use(&self) -> usize {
         // Relaxed: a gauge, read by the model after its threads joined.
-        self.engine.in_use.load(crate::sync::Ordering::Relaxed)
+        self.engine.in_use.gauge()
     }
     /// `true` once closed.
     pub fn is_closed(&self) -> bool {

@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::balance::Balance;
+use crate::stats::Striped;
 use crate::sync::{
     Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering,
 };
@@ -95,10 +96,10 @@ pub(crate) struct BackendEntry {
     removed: CachePadded<AtomicBool>,
     /// Open connections to this backend (idle, lent or being checked).
     pub(crate) size: AtomicUsize,
-    /// Of those, in the idle queue.
-    pub(crate) idle: AtomicUsize,
-    /// Of those, lent to users.
-    pub(crate) in_use: AtomicUsize,
+    /// Of those, in the idle queue. Written by every get and return: striped.
+    pub(crate) idle: Striped,
+    /// Of those, lent to users. Written by every get and return: striped.
+    pub(crate) in_use: Striped,
     /// Failed connects, ever.
     pub(crate) connect_errors: AtomicU64,
     /// Consecutive failed connects; 0 = healthy.
@@ -115,8 +116,8 @@ impl BackendEntry {
             backend,
             removed: CachePadded::new(AtomicBool::new(false)),
             size: AtomicUsize::new(0),
-            idle: AtomicUsize::new(0),
-            in_use: AtomicUsize::new(0),
+            idle: Striped::default(),
+            in_use: Striped::default(),
             connect_errors: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             retry_at: AtomicU64::new(0),

@@ -13,7 +13,9 @@
 //! - `size` counts open connections (idle, lent, being opened or checked); it is raised
 //!   *before* a connect starts ([`Opening`]) and lowered when a connection is closed, so it
 //!   never under-counts. `in_use` counts lent connections. Both are gauges (Relaxed), except
-//!   the Release decrement that lets `close()` see a connection's drop.
+//!   the Release decrement that lets `close()` see a connection's drop; `in_use` (like the
+//!   backends' `idle` and `in_use` and the `hits` counter, written by every get and return)
+//!   is [`Striped`] over cache lines so that cores do not pull one line back and forth.
 //! - Admission (see `admission.rs`) bounds the connections outside the idle queue; the idle
 //!   queue's own Release/Acquire publishes a connection from the returner to the getter, and
 //!   the permit's release/acquire (SeqCst RMW chain) orders the push before the getter's pop.
@@ -27,6 +29,7 @@ use crate::admission::Admission;
 use crate::backends::BackendEntry;
 use crate::events::CloseReason;
 use crate::idle::{Conn, IdleQueue, LazyNow, Meta};
+use crate::stats::Striped;
 use crate::sync::{
     handshake_fence, AtomicBool, AtomicUsize, CachePadded, Instant, Ordering, WaitQueue,
 };
@@ -51,7 +54,8 @@ pub(crate) struct Engine<C> {
     pub(crate) admission: Admission,
     pub(crate) idle: IdleQueue<C>,
     size: CachePadded<AtomicUsize>,
-    pub(crate) in_use: CachePadded<AtomicUsize>,
+    /// Written by every get and return: striped (see [`Striped`]).
+    pub(crate) in_use: Striped,
     max_idle: AtomicUsize,
     closed: AtomicBool,
     /// Notified whenever a connection closes after the pool closed (`drained` waits on it).
@@ -65,7 +69,7 @@ impl<C> Engine<C> {
             admission: Admission::new(max_size),
             idle: IdleQueue::new(capacity),
             size: CachePadded::new(AtomicUsize::new(0)),
-            in_use: CachePadded::new(AtomicUsize::new(0)),
+            in_use: Striped::default(),
             max_idle: AtomicUsize::new(max_idle),
             closed: AtomicBool::new(false),
             drained: WaitQueue::new(),
@@ -144,16 +148,16 @@ impl<C> Engine<C> {
     /// Marks a connection lent.
     pub(crate) fn lend(&self, c: Conn<C>) -> Conn<C> {
         // Relaxed: gauges.
-        self.in_use.fetch_add(1, Ordering::Relaxed);
-        c.meta.backend.in_use.fetch_add(1, Ordering::Relaxed);
+        self.in_use.add(1);
+        c.meta.backend.in_use.add(1);
         c
     }
 
     /// A lent connection stops being lent (returned, discarded or detached).
     fn unlend(&self, c: &Conn<C>) {
         // Relaxed: gauges.
-        self.in_use.fetch_sub(1, Ordering::Relaxed);
-        c.meta.backend.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.in_use.sub(1);
+        c.meta.backend.in_use.sub(1);
     }
 
     /// Pops idle connections until one may be handed out, closing the stale ones on the way

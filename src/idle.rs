@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::backends::BackendEntry;
 use crate::events::CloseReason;
-use crate::sync::{Arc, ArrayQueue, Instant, Ordering};
+use crate::sync::{Arc, ArrayQueue, Instant};
 
 /// A connection and what the pool knows about it. Travels with the connection between the
 /// idle queue and its `Pooled` guard.
@@ -126,18 +126,18 @@ impl<C> IdleQueue<C> {
 
     /// Pushes a connection; gives it back if the queue is full.
     pub(crate) fn push(&self, c: Conn<C>) -> Result<(), Conn<C>> {
-        // Count it idle before it becomes visible, so a popper never decrements below zero.
+        // Count it idle before it becomes visible, so the total never dips below zero.
         // Relaxed: a gauge; the queue's own synchronization publishes the connection.
-        c.meta.backend.idle.fetch_add(1, Ordering::Relaxed);
+        c.meta.backend.idle.add(1);
         self.queue.push(c).inspect_err(|c| {
-            c.meta.backend.idle.fetch_sub(1, Ordering::Relaxed);
+            c.meta.backend.idle.sub(1);
         })
     }
 
     pub(crate) fn pop(&self) -> Option<Conn<C>> {
         let c = self.queue.pop()?;
         // Relaxed: a gauge.
-        c.meta.backend.idle.fetch_sub(1, Ordering::Relaxed);
+        c.meta.backend.idle.sub(1);
         Some(c)
     }
 

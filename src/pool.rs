@@ -175,7 +175,7 @@ impl<M: Manager> Pool<M> {
             .try_take(&mut LazyNow::new(), inner.config.idle_timeout, &**inner)
         {
             Some(c) => {
-                stats::bump(&inner.counters.hits);
+                inner.counters.hits.add(1);
                 Ok(Pooled::new(Arc::clone(inner), c))
             }
             None => {
@@ -452,7 +452,7 @@ impl<M: Manager> PoolInner<M> {
                         Err(_) => return Err(self.timed_out(start)),
                     }
                 }
-                stats::bump(&self.counters.hits);
+                self.counters.hits.add(1);
                 return Ok((self.lend(held.take()), permit));
             }
             // Before discovery's first list arrives there is nothing to dial yet: wait for it.
@@ -694,7 +694,7 @@ impl<M: Manager> PoolInner<M> {
             max_size: self.admission.max(),
             size: self.size(),
             // Relaxed: gauges for the diagnostic.
-            in_use: self.in_use.load(Ordering::Relaxed),
+            in_use: self.in_use.gauge(),
             waiters: self.admission.waiters() + usize::from(waiting),
             last_connect_error: self
                 .last_connect_error
@@ -774,7 +774,7 @@ impl<M: Manager> PoolInner<M> {
             size: self.size(),
             idle: self.idle.len(),
             // Relaxed: gauges.
-            in_use: self.in_use.load(Ordering::Relaxed),
+            in_use: self.in_use.gauge(),
             waiters: self.admission.waiters(),
             backends: set
                 .entries
@@ -784,8 +784,8 @@ impl<M: Manager> PoolInner<M> {
                     online: self.backends.is_online(e),
                     // Relaxed: gauges.
                     size: e.size.load(Ordering::Relaxed),
-                    idle: e.idle.load(Ordering::Relaxed),
-                    in_use: e.in_use.load(Ordering::Relaxed),
+                    idle: e.idle.gauge(),
+                    in_use: e.in_use.gauge(),
                     connect_errors: e.connect_errors.load(Ordering::Relaxed),
                 })
                 .collect(),

@@ -4,6 +4,87 @@ use std::time::Duration;
 
 use crate::sync::{AtomicU64, CachePadded, Ordering};
 
+/// Stripes of a [`Striped`] counter.
+const STRIPES: usize = 8;
+
+/// A counter or gauge written on every get and every return, split over cache lines.
+///
+/// A single atomic written by every core is one cache line pulled from core to core on each
+/// get and return; here each thread adds to the stripe its thread picks (by the address of a
+/// thread-local), so threads on different cores mostly write different lines, and readers
+/// (status, stats; rare) sum the stripes. Values wrap: a gauge raised on one thread and
+/// lowered on another leaves one stripe above and one below zero, and the sum is exact.
+///
+/// # Synchronization
+///
+/// Every operation is Relaxed: nothing is published through these numbers. The sum reads
+/// each stripe once; it is exact at rest (no get or return in flight) and otherwise may be
+/// off by the operations in flight, as the docs of [`Status`] say. A counter's sum never goes
+/// down between two reads ordered one after the other: each stripe only grows and is read
+/// coherently.
+pub(crate) struct Striped {
+    stripes: [CachePadded<AtomicU64>; STRIPES],
+}
+
+impl Default for Striped {
+    fn default() -> Self {
+        Striped {
+            stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
+        }
+    }
+}
+
+thread_local! {
+    /// Only its address is used: it tells threads apart without any shared state.
+    static STRIPE_KEY: u8 = const { 0 };
+}
+
+/// This thread's stripe.
+#[inline]
+fn stripe() -> usize {
+    // Thread-locals live in per-thread blocks at least a few hundred bytes apart; drop the
+    // low bits (the same in every thread) and fold a few above them. Two threads that share
+    // a stripe only share a cache line, never a count.
+    let addr = STRIPE_KEY
+        .try_with(|k| std::ptr::from_ref(k) as usize)
+        .unwrap_or(0);
+    (addr >> 12 ^ addr >> 16 ^ addr >> 20) % STRIPES
+}
+
+impl Striped {
+    /// Adds `n` (wrapping).
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        // Relaxed: see the type's docs.
+        self.stripes[stripe()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n` (wrapping; another stripe holds the matching add).
+    #[inline]
+    pub(crate) fn sub(&self, n: u64) {
+        // Relaxed: see the type's docs.
+        self.stripes[stripe()].fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// The total of a counter.
+    pub(crate) fn sum(&self) -> u64 {
+        self.stripes
+            // Relaxed: see the type's docs.
+            .iter()
+            .fold(0u64, |a, s| a.wrapping_add(s.load(Ordering::Relaxed)))
+    }
+
+    /// The total of a gauge, 0 if operations in flight make it look negative.
+    pub(crate) fn gauge(&self) -> usize {
+        let sum = self.sum();
+        if sum > u64::MAX / 2 {
+            0
+        } else {
+            usize::try_from(sum).unwrap_or(usize::MAX)
+        }
+    }
+}
+
 /// A snapshot of the pool's gauges.
 ///
 /// At rest `size == idle + in_use <= max_size`. While gets and returns are in flight the
@@ -98,7 +179,8 @@ macro_rules! counters {
         /// cores would otherwise contend on one line.
         #[derive(Default)]
         pub(crate) struct Counters {
-            pub(crate) hits: CachePadded<AtomicU64>,
+            /// Bumped by every hit: striped (see [`Striped`]).
+            pub(crate) hits: Striped,
             pub(crate) misses: CachePadded<AtomicU64>,
             $(pub(crate) $name: CachePadded<AtomicU64>,)*
             pub(crate) wait_nanos: CachePadded<AtomicU64>,
@@ -107,7 +189,7 @@ macro_rules! counters {
         impl Counters {
             pub(crate) fn snapshot(&self) -> Stats {
                 // Relaxed: independent monotonic counters; a snapshot reads each once.
-                let hits = self.hits.load(Ordering::Relaxed);
+                let hits = self.hits.sum();
                 let misses = self.misses.load(Ordering::Relaxed);
                 Stats {
                     // Not a counter of its own: one fewer atomic add on every get, and
