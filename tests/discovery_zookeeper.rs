@@ -385,6 +385,44 @@ async fn unreadable_node_is_skipped_with_a_warning() {
     pool.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_flips_coalesces_and_ends_in_the_last_state() {
+    let server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    let (a, b) = ("10.0.10.1:1", "10.0.10.2:1");
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let pool = pool(&m, ZooKeeper::codis3(&server.addr(), "demo"), &log, 2);
+    converge(&pool, &[a, b], &log).await;
+    let before = log.count("changed:");
+    // 200 flips sent back to back (the client sends at call time), awaited together; the
+    // last one leaves b offline.
+    let flips: Vec<_> = (0..200)
+        .map(|i| {
+            let state = if i % 2 == 0 { "online" } else { "offline" };
+            w.set_data("/jodis/demo/proxy-b", &proxy(b, state), None)
+        })
+        .collect();
+    for f in flips {
+        f.await.expect("flip");
+    }
+    converge(&pool, &[a], &log).await;
+    let changes = log.count("changed:") - before;
+    assert!(
+        changes < 200,
+        "200 flips coalesced into fewer list changes, got {changes}"
+    );
+    // Stays there (no late stale read undoes it).
+    let resync = Instant::now();
+    while resync.elapsed() < Duration::from_millis(500) {
+        assert_eq!(addrs(&pool), [a]);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pool.close().await;
+}
+
 // ---- server restart -------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,11 @@
 //!   (ZooKeeper watches are one-shot), then publishes the complete list if it changed;
 //! - re-reads everything after every reconnect (watches re-sent by the client do not replay
 //!   every change made while it was disconnected) and every `resync_interval` as a safety net;
+//!   a change that the full pass finds under a watch believed armed means that watch was lost,
+//!   so it is re-armed then and there;
+//! - publishes what it could read: a child whose data cannot be read for the moment keeps its
+//!   last known state (and everything is read again after a backoff); while the listing
+//!   itself fails, nothing is published;
 //! - when the session ends (expiry is terminal in `zookeeper-client`), reports it, builds a new
 //!   client, re-reads everything and re-arms every watch;
 //! - while ZooKeeper is unreachable, publishes nothing (the pool keeps the last list) and
@@ -70,6 +75,16 @@ enum Layout {
 /// Each child's data is JSON with the address under `addr`, `proxy_addr` or `proto_addr` (a
 /// `state` other than `"online"`, or `"online": false`, means offline) or plain `host:port`.
 /// The constructors connect nothing; the pool's discovery task does, in [`Discovery::run`].
+///
+/// It watches the directory's children and every child's data (one-shot watches, re-armed in
+/// the same call that re-reads), so a proxy that joins, is deleted, or flips its `state` in
+/// place shows up at once. It re-reads everything after each reconnect and every
+/// `resync_interval` (re-arming any watch found lost); after a session expiry it builds a new
+/// session and re-arms every watch; while ZooKeeper is unreachable the pool keeps the last list
+/// and reconnects back off. Errors count in `Stats::discovery_errors` and fire
+/// `Event::DiscoveryFailed`; a malformed or unreadable node is skipped with
+/// `Event::DiscoveryWarning` (the others stay); a missing directory is an empty list (its
+/// creation is watched for). Each value keeps its own session and state: pools never share.
 ///
 /// Defaults: session timeout 10 s (requested; the server clamps it to `[2, 20] × tickTime`),
 /// connect timeout 5 s per attempt, a full re-read every 30 s besides the watches, reconnect
