@@ -700,7 +700,8 @@ async fn unreachable_zookeeper_reports_errors_and_publishes_nothing() {
 // ---- convergence figures (not a test of speed: prints, asserts nothing on time) -----------
 
 /// Prints how long the pool takes to reflect each kind of change. Run with
-/// `cargo test --features zookeeper --test discovery_zookeeper -- --ignored --nocapture convergence`.
+/// `cargo test --features zookeeper --test discovery_zookeeper -- --ignored --nocapture convergence`
+/// (`CONNPOOL_ZK_ROUNDS=N` for more rounds than 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "prints figures; run by hand"]
 async fn convergence_figures() {
@@ -708,7 +709,11 @@ async fn convergence_figures() {
         converge(pool, want, log).await;
         from.elapsed()
     }
-    let rounds = 5;
+    let rounds: usize = std::env::var("CONNPOOL_ZK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
     let mut rows: Vec<(&str, Vec<Duration>)> = Vec::new();
     let mut add = Vec::new();
     let mut offline = Vec::new();
