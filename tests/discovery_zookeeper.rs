@@ -423,6 +423,27 @@ async fn a_burst_of_flips_coalesces_and_ends_in_the_last_state() {
     pool.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_string_with_a_dead_host_and_a_chroot() {
+    let server = ZooKeeperServer::start();
+    let w = writer(&server).await;
+    put(&w, "/apps/serverlist/a", b"10.0.11.1:1").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The first host refuses; the second answers; paths are under the chroot `/apps`.
+    let connect = format!("127.0.0.1:{dead},{}/apps", server.addr());
+    let m = Faulty::new();
+    let log = Log::default();
+    let pool = pool(&m, ZooKeeper::directory(&connect, "/serverlist"), &log, 2);
+    converge(&pool, &["10.0.11.1:1"], &log).await;
+    put(&w, "/apps/serverlist/b", b"10.0.11.2:1").await;
+    converge(&pool, &["10.0.11.1:1", "10.0.11.2:1"], &log).await;
+    pool.close().await;
+}
+
 // ---- server restart -------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
