@@ -411,7 +411,7 @@ impl<M: Manager> PoolInner<M> {
             }
             let start = started.get();
             let deadline = deadline_after(start, timeout);
-            stats::bump(&self.counters.waits);
+            self.counters.waits.add(1);
             let waited = tokio::time::timeout_at(deadline, self.admission.acquire()).await;
             stats::add_wait(&self.counters, start.elapsed());
             match waited {

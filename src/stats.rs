@@ -182,8 +182,11 @@ macro_rules! counters {
             /// Bumped by every hit: striped (see [`Striped`]).
             pub(crate) hits: Striped,
             pub(crate) misses: CachePadded<AtomicU64>,
+            /// Bumped by every get that waits (every get, while the pool is oversubscribed):
+            /// striped, like its total wait time.
+            pub(crate) waits: Striped,
             $(pub(crate) $name: CachePadded<AtomicU64>,)*
-            pub(crate) wait_nanos: CachePadded<AtomicU64>,
+            pub(crate) wait_nanos: Striped,
         }
 
         impl Counters {
@@ -197,8 +200,9 @@ macro_rules! counters {
                     gets: hits + misses,
                     hits,
                     misses,
+                    waits: self.waits.sum(),
                     $($name: self.$name.load(Ordering::Relaxed),)*
-                    wait_time: Duration::from_nanos(self.wait_nanos.load(Ordering::Relaxed)),
+                    wait_time: Duration::from_nanos(self.wait_nanos.sum()),
                 }
             }
         }
@@ -206,7 +210,6 @@ macro_rules! counters {
 }
 
 counters!(
-    waits,
     timeouts,
     exhausted,
     cancelled,
@@ -228,10 +231,8 @@ pub(crate) fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Adds a finished wait's length to the total wait time.
 pub(crate) fn add_wait(c: &Counters, d: Duration) {
-    // Relaxed: a statistic.
-    c.wait_nanos.fetch_add(
-        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::Relaxed,
-    );
+    c.wait_nanos
+        .add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
 }
