@@ -193,13 +193,16 @@ pub async fn measure<P: AsyncPool>(
     if shape.tasks == 1 {
         return Ok(measure_single(&*pool, shape, phase).await);
     }
-    // Phase 1: throughput and per-task counts.
+    // Phase 1: throughput and per-task counts. Every task starts at the barrier, so the
+    // first ones spawned do not run alone (and pile up cycles) while the rest are spawned.
     let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
+    let barrier = Arc::new(tokio::sync::Barrier::new(shape.tasks + 1));
     let handles: Vec<_> = (0..shape.tasks)
         .map(|_| {
-            let (pool, stop) = (Arc::clone(&pool), Arc::clone(&stop));
+            let (pool, stop, barrier) =
+                (Arc::clone(&pool), Arc::clone(&stop), Arc::clone(&barrier));
             tokio::spawn(async move {
+                barrier.wait().await;
                 let mut n = 0u64;
                 // Relaxed: a plain flag; the join below synchronises the counts.
                 while !stop.load(Ordering::Relaxed) {
@@ -210,6 +213,8 @@ pub async fn measure<P: AsyncPool>(
             })
         })
         .collect();
+    barrier.wait().await;
+    let start = Instant::now();
     tokio::time::sleep(phase).await;
     stop.store(true, Ordering::Relaxed);
     let per_task = join_all(handles, GRACE).await?;
@@ -217,11 +222,14 @@ pub async fn measure<P: AsyncPool>(
 
     // Phase 2: latency of every get.
     let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(tokio::sync::Barrier::new(shape.tasks + 1));
     let handles: Vec<_> = (0..shape.tasks)
         .map(|_| {
-            let (pool, stop) = (Arc::clone(&pool), Arc::clone(&stop));
+            let (pool, stop, barrier) =
+                (Arc::clone(&pool), Arc::clone(&stop), Arc::clone(&barrier));
             tokio::spawn(async move {
                 let mut hist = Hist::default();
+                barrier.wait().await;
                 while !stop.load(Ordering::Relaxed) {
                     timed_cycle(&*pool, shape.yields, &mut hist).await;
                 }
@@ -229,6 +237,7 @@ pub async fn measure<P: AsyncPool>(
             })
         })
         .collect();
+    barrier.wait().await;
     tokio::time::sleep(phase).await;
     stop.store(true, Ordering::Relaxed);
     let hists = join_all(handles, GRACE).await?;
