@@ -12,8 +12,9 @@
 //!
 //! - `size` counts open connections (idle, lent, being opened or checked); it is raised
 //!   *before* a connect starts ([`Opening`]) and lowered when a connection is closed, so it
-//!   never under-counts. `in_use` counts lent connections. Both are gauges (Relaxed), except
-//!   the Release decrement that lets `close()` see a connection's drop; `in_use` (like the
+//!   never under-counts. It changes only when a connection opens or closes, and all of its
+//!   accesses are SeqCst: it takes part in the shrink and close handshakes below. `in_use`
+//!   counts lent connections, a gauge (Relaxed); `in_use` (like the
 //!   backends' `idle` and `in_use` and the `hits` counter, written by every get and return)
 //!   is [`Striped`] over cache lines so that cores do not pull one line back and forth.
 //! - Admission (see `admission.rs`) bounds the connections outside the idle queue; the idle
@@ -22,6 +23,11 @@
 //! - `closed` is swapped SeqCst by [`Engine::close`] *before* it drains the idle queue, and
 //!   loaded SeqCst by [`Engine::requeue`] *after* it pushes: one of the two always sees the
 //!   other, so no connection is left in the queue of a closed pool.
+//! - Likewise `resize` swaps `max` SeqCst *before* it closes idle connections above the new
+//!   size, and [`Engine::requeue`] loads `max` and `size` SeqCst *after* it pushes: a
+//!   connection returned during a shrink is closed by one side or the other.
+//! - Under loom, whose `SeqCst` accesses are only `AcqRel`, each handshake's load half also
+//!   passes `sync::handshake_fence` (a no-op otherwise; see `sync.rs`).
 
 use std::time::Duration;
 
@@ -82,8 +88,13 @@ impl<C> Engine<C> {
     }
 
     pub(crate) fn size(&self) -> usize {
-        // Relaxed: a gauge.
-        self.size.load(Ordering::Relaxed)
+        // SeqCst: the load half of the shrink handshake (`shrink_idle` after `resize` swapped
+        // `max`) and of the close handshake (`close` looking for a last connection). All of
+        // `size`'s changes are SeqCst too, so such a load sees every open and close that
+        // precedes it in the one total order; a Relaxed read could miss the connection a
+        // concurrent return just pushed. Only opens and closes change `size` (not the hit
+        // path), and on x86 these are the same instructions as Relaxed ones.
+        self.size.load(Ordering::SeqCst)
     }
 
     fn max_idle(&self) -> usize {
@@ -103,8 +114,9 @@ impl<C> Engine<C> {
 
     /// Lowers `size` by one; the last close after the pool closed wakes `drained`.
     fn size_sub(&self) {
-        // Release: orders the connection's drop before a `drained` that sees the new size.
-        let before = self.size.fetch_sub(1, Ordering::Release);
+        // SeqCst: orders the connection's drop before a `drained` that sees the new size
+        // (Release half), and is the store half of the close handshake with `close`.
+        let before = self.size.fetch_sub(1, Ordering::SeqCst);
         handshake_fence();
         if before == 1 && self.is_closed() {
             self.drained.notify(usize::MAX);
@@ -116,8 +128,8 @@ impl<C> Engine<C> {
         loop {
             let listener = self.drained.listen();
             handshake_fence();
-            // Acquire: pairs with the Release in `size_sub`.
-            if self.size.load(Ordering::Acquire) == 0 {
+            // SeqCst: pairs with `size_sub` (Acquire half: the connections' drops are done).
+            if self.size.load(Ordering::SeqCst) == 0 {
                 return;
             }
             listener.await;
@@ -126,8 +138,8 @@ impl<C> Engine<C> {
 
     /// Raises `size` (and the backend's) for a connect about to start; see [`Opening`].
     pub(crate) fn opening<'a>(&'a self, backend: &'a BackendEntry) -> Opening<'a, C> {
-        // Relaxed: gauges (see the module docs).
-        self.size.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: see `size` (the shrink handshake reads it). Relaxed: a per-backend gauge.
+        self.size.fetch_add(1, Ordering::SeqCst);
         backend.size.fetch_add(1, Ordering::Relaxed);
         Opening {
             engine: self,
