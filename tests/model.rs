@@ -391,6 +391,8 @@ fn check(pool: &Pool<Faulty>, faulty: &Faulty, m: &Model, at: &str) -> Result<()
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256),
+        // Failures shrink until no step can be dropped or simplified (well past the default).
+        max_shrink_iters: 100_000,
         ..ProptestConfig::default()
     })]
 
