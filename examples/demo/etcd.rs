@@ -91,9 +91,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Flips a backend's `state` in place. (The demo's script swaps backends instead; the
-    /// etcd tests use this.)
-    #[allow(dead_code)]
+    /// Flips a backend's `state` in place.
     pub async fn set_online(&mut self, addr: &str, online: bool) -> Result<(), String> {
         let key = self
             .keys
