@@ -486,6 +486,10 @@ impl<M: Manager> PoolInner<M> {
     }
 
     fn wants_check_on_borrow(&self, meta: &Meta, now: &mut LazyNow) -> bool {
+        if meta.failed_checks > 0 {
+            // Its last (background) check failed: never lend it unchecked.
+            return true;
+        }
         match self.config.test_on_borrow {
             TestOnBorrow::Never => false,
             TestOnBorrow::Always => true,
