@@ -106,6 +106,16 @@ fn completes(kind: Kind, sc: Scenario) -> bool {
     }
 }
 
+/// Would criterion's filter (the positional arguments, matched here as substrings) run `id`?
+/// Lets a filtered run skip the probes (and the pool set-up) of what it does not measure.
+fn selected(id: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()))
+}
+
 fn bench_scenario(c: &mut Criterion, sc: Scenario) {
     let shape = sc.shape();
     let mut group = c.benchmark_group(sc.name());
@@ -116,6 +126,9 @@ fn bench_scenario(c: &mut Criterion, sc: Scenario) {
     let param = format!("{}x{}", shape.tasks, shape.pool_size);
     for kind in Kind::ALL {
         let id = BenchmarkId::new(kind.name(), &param);
+        if !selected(&format!("{}/{}/{param}", sc.name(), kind.name())) {
+            continue;
+        }
         if sc.is_blocking() {
             if !kind.is_blocking() {
                 continue;
