@@ -43,7 +43,7 @@ step "cargo clippy (workspace, all targets, all features)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "cargo test (workspace, all features, doc tests included)"
-cargo test --workspace --all-features
+cargo test --workspace --all-features --no-fail-fast
 
 step "cargo test (default features only)"
 cargo test -p connpool --tests
