@@ -216,12 +216,13 @@ async fn a_backed_off_backends_share_spreads_over_all_the_others() {
     for _ in 0..61 {
         held.push(pool.get().await.unwrap());
     }
-    // One dial failed over from b; the other 60 are spread evenly over a, c and d, not
-    // piled onto b's neighbour.
+    // One dial failed over from b; the 61 connections are spread evenly over a, c and d
+    // (20 each, give or take the picks made before b's first failure, which depend on the
+    // random start), not piled onto b's neighbour (which would get about 30 of them).
     assert_eq!(m.refused(), 1);
     for a in ["a:1", "c:3", "d:4"] {
         let n = m.connects_to(a);
-        assert!((20..=21).contains(&n), "{a}: {n}");
+        assert!((18..=23).contains(&n), "{a}: {n}");
     }
 }
 
