@@ -14,6 +14,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub(crate) use crate::backoff::BackoffPolicy;
 use crate::balance::Balance;
 use crate::stats::Striped;
 use crate::sync::{
@@ -159,22 +160,6 @@ pub(crate) enum Picked {
     AllBackedOff(Arc<BackendEntry>),
     /// Nothing left to try (empty list, or every backend already tried by this get).
     None,
-}
-
-/// Backoff of a failing backend: doubles from `base` up to `max`, jittered down by up to half.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BackoffPolicy {
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
-}
-
-impl BackoffPolicy {
-    pub(crate) fn delay(&self, failures: u64) -> Duration {
-        let shift = failures.saturating_sub(1).min(20) as u32;
-        let raw = self.base.saturating_mul(1u32 << shift).min(self.max);
-        // Jitter down to [raw/2, raw]: many clients that saw the same outage spread out.
-        raw.mul_f64(0.5 + fastrand::f64() * 0.5)
-    }
 }
 
 /// The live list plus the round-robin cursor.

@@ -5,6 +5,7 @@
 
 mod admission;
 mod backends;
+mod backoff;
 mod balance;
 mod builder;
 mod config;

@@ -251,12 +251,12 @@ impl Backoff {
         self.failures = 0;
     }
     fn next_delay(&mut self) -> Duration {
-        let raw = self
-            .base
-            .saturating_mul(1u32 << self.failures.min(16))
-            .min(self.max);
         self.failures = self.failures.saturating_add(1);
-        raw.mul_f64(0.5 + fastrand::f64() * 0.5)
+        crate::backoff::BackoffPolicy {
+            base: self.base,
+            max: self.max,
+        }
+        .delay(u64::from(self.failures))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::{DynDiscovery, Updates, UpdatesShared};
+use crate::backoff::BackoffPolicy;
 use crate::manager::Manager;
 use crate::pool::{catch, PoolInner};
 use crate::sync::{Arc, Instant};
@@ -69,10 +70,11 @@ async fn run_loop(discovery: Arc<dyn DynDiscovery>, updates: Updates) {
             failures = 0;
         }
         failures = failures.saturating_add(1);
-        let raw = RESTART_BASE
-            .saturating_mul(1 << failures.saturating_sub(1).min(16))
-            .min(RESTART_MAX);
-        let delay = raw.mul_f64(0.5 + fastrand::f64() * 0.5);
+        let delay = BackoffPolicy {
+            base: RESTART_BASE,
+            max: RESTART_MAX,
+        }
+        .delay(u64::from(failures));
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = updates.closed() => return,

@@ -47,6 +47,7 @@ use zookeeper_client as zk;
 use super::node::{parse_node, NodeData};
 use super::{Discovery, Updates};
 use crate::backends::Backend;
+use crate::backoff::jitter;
 use crate::error::DiscoveryError;
 
 /// Default requested session timeout (the server clamps it to `[2, 20] × tickTime`).
@@ -904,11 +905,6 @@ fn child_path(dir: &str, name: &str) -> String {
     } else {
         format!("{dir}/{name}")
     }
-}
-
-/// `d` jittered down by up to half.
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
