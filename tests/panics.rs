@@ -8,15 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connpool::{Event, Pool, TestOnBorrow};
-use support::faulty::{Fault, Faulty};
-
-fn assert_at_rest(pool: &Pool<Faulty>, m: &Faulty) {
-    let st = pool.status();
-    assert_eq!(st.in_use, 0, "{st:?}");
-    assert_eq!(st.waiters, 0, "{st:?}");
-    assert_eq!(st.size, st.idle, "{st:?}");
-    assert_eq!(st.size, m.live(), "{st:?}");
-}
+use support::faulty::{assert_at_rest, Fault, Faulty};
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_connect_is_a_connect_error_and_leaks_nothing() {

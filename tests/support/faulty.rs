@@ -220,3 +220,17 @@ pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// At rest: nothing lent, nobody waiting, every open connection idle, and the pool's size is
+/// the number of connections actually alive.
+pub fn assert_at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty) {
+    let st = pool.status();
+    assert_eq!(st.in_use, 0, "{st:?}");
+    assert_eq!(st.waiters, 0, "{st:?}");
+    assert_eq!(st.size, st.idle, "{st:?}");
+    assert_eq!(
+        st.size,
+        m.live(),
+        "the pool's size is the live connection count: {st:?}"
+    );
+}
