@@ -155,10 +155,7 @@ impl EtcdServer {
 
     /// `kill -9`: the process dies at once, its sockets close.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     /// SIGTERM, then wait for the process to exit (SIGKILL after 10 s).

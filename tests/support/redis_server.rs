@@ -129,27 +129,14 @@ impl RedisServer {
     /// `kill -9`, and waits for the process to be gone. Its clients' sockets are reset by the
     /// kernel.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL on Unix
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     /// Starts the server again on the same port (after `kill`), and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
-        let mut last = String::new();
-        // The port may linger for a moment; redis-server binds with SO_REUSEADDR.
-        for _ in 0..20 {
-            match self.spawn_and_wait() {
-                Ok(()) => return,
-                Err(e) => {
-                    last = e;
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            }
-        }
-        panic!("redis-server did not restart on port {}: {last}", self.port);
+        let port = self.port;
+        super::restart_on_port("redis-server", port, || self.spawn_and_wait());
     }
 
     /// Sends one command (as bulk strings) on a fresh connection and returns the reply

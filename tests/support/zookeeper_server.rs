@@ -84,28 +84,15 @@ impl ZooKeeperServer {
     /// Stops the server (SIGKILL) and waits for the process to be gone; its clients see their
     /// connections reset. The data directory stays, so `restart` keeps the tree and sessions.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL on Unix
-            let _ = c.wait();
-        }
+        super::kill_child(&mut self.child);
     }
 
     /// Starts the server again on the same port and data directory (after `stop`) and waits
     /// until it answers.
     pub fn restart(&mut self) {
         self.stop();
-        let mut last = String::new();
-        // The port may linger for a moment.
-        for _ in 0..20 {
-            match self.spawn_and_wait() {
-                Ok(()) => return,
-                Err(e) => {
-                    last = e;
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            }
-        }
-        panic!("zookeeper did not restart on port {}: {last}", self.port);
+        let port = self.port;
+        super::restart_on_port("zookeeper", port, || self.spawn_and_wait());
     }
 
     /// Sends a four-letter word (`ruok`, `srvr`, `cons`, `stat`) and returns the answer.
