@@ -33,15 +33,11 @@ table=(
 )
 
 filter="${1:-}"
-export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
-export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-$PWD/target/loom}"
-if [ -z "${LOOM_MAX_PREEMPTIONS+x}" ]; then
-  export LOOM_MAX_PREEMPTIONS=2
-elif [ -z "$LOOM_MAX_PREEMPTIONS" ]; then
-  unset LOOM_MAX_PREEMPTIONS
-fi
+# The loom settings (RUSTFLAGS, target dir, preemption bound) are scripts/loom.sh's; this
+# script only reads them for its log dir and summary.
+preemptions="${LOOM_MAX_PREEMPTIONS-2}"
 per_mutant_timeout="${MUTANT_TIMEOUT:-300}"
-log_dir="$CARGO_TARGET_DIR/mutants"
+log_dir="${LOOM_TARGET_DIR:-$PWD/target/loom}/mutants"
 mkdir -p "$log_dir"
 
 results=()
@@ -55,7 +51,7 @@ for row in "${table[@]}"; do
   started=$SECONDS
   set +e
   CONNPOOL_MUTANT="$mutant" timeout "$per_mutant_timeout" \
-    cargo test --profile loom -p loom-tests --test models -- --exact "$model" >"$log" 2>&1
+    scripts/loom.sh --exact "$model" >"$log" 2>&1
   rc=$?
   set -e
   took=$((SECONDS - started))
@@ -80,7 +76,7 @@ done
 
 # Leave the loom build unmutated for scripts/loom.sh.
 echo
-echo "model <-> mutant (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-unbounded}; logs in $log_dir)"
+echo "model <-> mutant (LOOM_MAX_PREEMPTIONS=${preemptions:-unbounded}; logs in $log_dir)"
 printf '%-21s %-34s %5s  %s\n' "mutant" "model" "time" "outcome"
 printf '%s\n' "${results[@]}"
 if [ "$survivors" -gt 0 ]; then
