@@ -1,13 +1,14 @@
 //! The crate's internals as the loom models in `loom-tests` drive them. Only under
 //! `cfg(loom)`; hidden; not part of the API.
 //!
-//! [`Core`] is the real [`Engine`] (admission, idle queue, gauges, closed flag, return path,
-//! close handshake, try_take, resize, purge, `Permit`/`Opening` guards) plus the real
-//! [`Backends`] cell, with a recorder as the engine's hooks in place of the manager, counters
-//! and events. Each method is one call into that code, except [`Core::get`], which strings the
-//! engine's steps together in the order `PoolInner::get_inner` does (minus the tokio parts:
-//! the timeout, test-on-borrow and the manager's `connect`, which here succeeds or fails at
-//! once).
+//! [`Core`] is the real [`Engine`] (idle queue, capacity, the waiters' line and its hand-off,
+//! the timer duty's expiry walk, gauges, closed flag, return path, close handshake, try_take,
+//! resize, purge, the `Unit`/`Opening` guards) plus the real [`Backends`] cell, with a recorder
+//! as the engine's hooks in place of the manager, counters and events. Each method is one call
+//! into that code, except [`Core::get`], which strings the engine's steps together in the order
+//! `PoolInner::fast_path` and `PoolInner::get_slow` do (minus the tokio parts: test-on-borrow,
+//! and the manager's `connect`, which here succeeds or fails at once; the waiters' timer is one
+//! that never fires, and expiry is driven by [`Core::expire_due`]).
 //!
 //! See `sync.rs` for what loom sees (atomics, the wait queue) and what it does not
 //! (`ArrayQueue` and `ArcSwap` run as opaque steps; their correctness is upstream's).
@@ -16,15 +17,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::admission::{Acquire as AdmissionAcquire, AcquireError};
 use crate::backends::{Backend, BackendEntry, Backends, BackoffPolicy};
-use crate::engine::{Engine, Hooks, Permit as EnginePermit};
+use crate::engine::{Engine, Hooks, Unit as EngineUnit, WaitError};
 use crate::events::CloseReason;
-use crate::idle::{Conn, LazyNow, Meta};
-use crate::sync::{Arc, Instant};
+use crate::idle::{Conn, LazyNow, Meta, Token};
+use crate::lanes::Lane;
+use crate::sync::{Arc, Instant, Ordering};
 
 /// The pool closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub struct Closed;
 pub enum GetError {
     /// The pool closed.
     Closed,
+    /// The (shared) deadline passed: [`Core::expire_due`] expired the wait.
+    TimedOut,
     /// The connect failed (or its backend left the list meanwhile); the permit was released.
     ConnectFailed,
     /// No backend is listed.
@@ -69,6 +71,11 @@ impl Hooks<TestConn> for Recorder {
     fn is_reusable(&self, _conn: &mut TestConn) -> bool {
         true
     }
+    /// Never fires: the models drive expiry with [`Core::expire_due`].
+    type Sleep = std::future::Pending<()>;
+    fn sleep_until(&self, _at: Instant) -> Self::Sleep {
+        std::future::pending()
+    }
 }
 
 /// The real engine and backend set, driven directly.
@@ -85,7 +92,6 @@ impl fmt::Debug for Core {
             .field("size", &self.size())
             .field("idle", &self.idle())
             .field("in_use", &self.in_use())
-            .field("available", &self.available())
             .field("waiters", &self.waiters())
             .finish()
     }
@@ -112,34 +118,30 @@ impl fmt::Debug for Lent {
     }
 }
 
-/// A permit owned by the model: released on drop (the engine's `Permit` guard).
+/// A unit of capacity owned by the model (an idle connection or a slot): given back to the
+/// engine on drop (the engine's `Unit` guard).
 #[must_use]
 #[allow(missing_debug_implementations)]
-pub struct Permit<'a>(EnginePermit<'a>);
+pub struct Unit<'a>(EngineUnit<'a, TestConn, Recorder>);
 
-impl Permit<'_> {
-    /// Hands the permit on without releasing it (as a get does to its `Pooled`).
-    pub fn forget(self) {
-        self.0.disarm();
+impl Unit<'_> {
+    /// An idle connection (else a slot to open one with).
+    pub fn is_conn(&mut self) -> bool {
+        matches!(self.0.token(), Token::Conn(_))
+    }
+
+    /// Gives the unit back as it is (dropping it instead closes a connection it holds, as a
+    /// get cancelled mid-check does).
+    pub fn give_back(self, core: &Core) {
+        core.engine.give(self.0.take(), &core.rec);
     }
 }
 
-/// The admission wait: [`Admission::acquire`](crate::admission::Admission::acquire).
-#[must_use]
-#[allow(missing_debug_implementations)]
-pub struct Acquire<'a>(AdmissionAcquire<'a>);
-
-impl Future for Acquire<'_> {
-    type Output = Result<(), Closed>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.map_err(|AcquireError::Closed| Closed))
-    }
-}
+/// The engine's wait in line, as the models poll it (see [`Core::acquire`]).
+pub type Acquire<'a> = Pin<Box<dyn Future<Output = Result<Unit<'a>, GetError>> + 'a>>;
 
 impl Core {
-    /// A pool of `max_size` permits (idle queue capacity 4 × `max_size`, `max_idle` =
+    /// A pool of `max_size` units (idle queue capacity 4 × `max_size`, `max_idle` =
     /// `max_size`) over `backends`.
     pub fn new(max_size: usize, backends: &[&str]) -> Self {
         Core {
@@ -157,62 +159,129 @@ impl Core {
 
     // ----- admission -----
 
-    /// Waits for a permit (fast path first). Drop it to cancel.
-    pub fn acquire(&self) -> Acquire<'_> {
-        Acquire(self.engine.admission.acquire())
+    /// Waits in line for a unit (no fast path: straight into line). `shared`: with a shared
+    /// deadline (expired only by [`expire_due`](Self::expire_due)); else with none. Drop it
+    /// to cancel.
+    pub fn acquire(&self, shared: bool) -> Acquire<'_> {
+        let deadline = shared.then(|| Instant::now() + Duration::from_secs(3600));
+        Box::pin(async move {
+            self.engine
+                .acquire(&self.rec, deadline, shared)
+                .await
+                .map(|t| Unit(EngineUnit::new(&self.engine, &self.rec, t)))
+                .map_err(wait_error)
+        })
     }
 
-    /// A permit now if one is free and nobody waits (the fast path).
-    pub fn try_acquire_fair(&self) -> bool {
-        self.engine.admission.try_acquire_fair()
-    }
-
-    /// Gives a permit back (hand-off to a waiter, or the counter).
-    pub fn release(&self) {
-        self.engine.admission.release();
-    }
-
-    /// Owns a permit the caller acquired: the engine's guard, released on drop.
-    pub fn permit(&self) -> Permit<'_> {
-        Permit(EnginePermit::new(&self.engine.admission))
-    }
-
-    // ----- the get path, in get_inner's order -----
-
-    /// `get()` without tokio: closed? → acquire → permit → closed? → a fresh idle connection,
-    /// else open one on the first listed backend (`connect_ok`: the manager's answer) → the
-    /// removed and closed re-checks → lend.
-    pub async fn get(&self, connect_ok: bool) -> Result<Lent, GetError> {
-        if self.engine.is_closed() {
-            return Err(GetError::Closed);
-        }
-        self.acquire().await.map_err(|Closed| GetError::Closed)?;
-        let permit = self.permit();
-        if self.engine.is_closed() {
-            return Err(GetError::Closed);
-        }
-        if let Some(c) = self.pop() {
-            permit.forget();
-            return Ok(c);
-        }
-        let c = self.open(connect_ok)?;
-        permit.forget();
-        Ok(c)
-    }
-
-    /// A fresh idle connection, lent (stale ones, e.g. of removed backends, are closed on the
-    /// way). The caller holds a permit, which the connection now carries.
-    pub fn pop(&self) -> Option<Lent> {
+    /// A free slot now (no waiting, no idle connection taken), as a unit.
+    pub fn try_reserve(&self) -> Option<Unit<'_>> {
         self.engine
-            .pop_fresh(&mut LazyNow::new(), None, &self.rec)
-            .map(|c| Lent(self.engine.lend(c)))
+            .try_reserve()
+            .then(|| Unit(EngineUnit::new(&self.engine, &self.rec, Token::Slot)))
     }
 
-    /// Opens a connection on the first listed backend (as `PoolInner::dial` does: `size`
-    /// raised first by the engine's `Opening` guard, lowered again if the connect fails; a
-    /// connection whose backend left the list meanwhile, or whose pool closed, is closed).
-    /// The caller holds a permit; on error it is still the caller's to release.
-    pub fn open(&self, connect_ok: bool) -> Result<Lent, GetError> {
+    /// The timer duty's walk at a time past every shared deadline: expires every shared
+    /// waiter still in line.
+    pub fn expire_due(&self) {
+        self.engine
+            .expire_due(Instant::now() + Duration::from_secs(7200));
+    }
+
+    /// The timer duty's walk now, before any shared deadline (an early fire of its timer):
+    /// must expire nobody.
+    pub fn expire_due_now(&self) {
+        self.engine.expire_due(Instant::now());
+    }
+
+    /// Does a waiter hold the timer duty now?
+    pub fn duty_held(&self) -> bool {
+        self.engine.duty_held()
+    }
+
+    /// Blocks until a waiter holds the timer duty (told by the waiter that takes it).
+    pub fn wait_for_duty(&self) {
+        self.engine.wait_for_duty();
+    }
+
+    // ----- the get path, in the pool's order -----
+
+    /// `get()` without tokio: closed? → the fast path (an idle connection, else a slot) →
+    /// else a wait in line (`shared`: with a shared deadline, see [`acquire`](Self::acquire))
+    /// → closed? → a fresh idle connection, else open one on the first listed backend
+    /// (`connect_ok`: the manager's answer) → the removed and closed re-checks → lend.
+    pub async fn get_with(&self, connect_ok: bool, shared: bool) -> Result<Lent, GetError> {
+        if self.engine.is_closed() {
+            return Err(GetError::Closed);
+        }
+        let lane = Lane::current();
+        let mut first = None;
+        if self.engine.no_waiters() {
+            match self
+                .engine
+                .hit(&mut LazyNow::new(), None, lane, &self.rec, |_, _| true)
+            {
+                Some(Ok(c)) => return Ok(Lent(c)),
+                Some(Err(_)) => unreachable!("no check on borrow in the models"),
+                None => {
+                    if self.engine.try_reserve() {
+                        first = Some(Token::Slot);
+                    }
+                }
+            }
+        }
+        let token = match first {
+            Some(t) => t,
+            None => {
+                let deadline = shared.then(|| Instant::now() + Duration::from_secs(3600));
+                self.engine
+                    .acquire(&self.rec, deadline, shared)
+                    .await
+                    .map_err(wait_error)?
+            }
+        };
+        let mut unit = EngineUnit::new(&self.engine, &self.rec, token);
+        if self.engine.is_closed() {
+            return Err(GetError::Closed);
+        }
+        loop {
+            match unit.token() {
+                Token::Conn(c) => {
+                    if let Some(reason) = c.meta.stale_reason(&mut LazyNow::new(), None) {
+                        unit.close_keep(reason);
+                        continue;
+                    }
+                    return Ok(Lent(self.engine.lend(unit.take_conn(), Lane::current())));
+                }
+                Token::Slot => {
+                    if let Some(c) =
+                        self.engine
+                            .pop_fresh(&mut LazyNow::new(), None, Lane::current(), &self.rec)
+                    {
+                        unit.set_conn(c, true);
+                        continue;
+                    }
+                    let c = self.open(connect_ok)?;
+                    unit.set_conn(c, false);
+                    if self.engine.is_closed() {
+                        unit.close_keep(CloseReason::PoolClosed);
+                        return Err(GetError::Closed);
+                    }
+                    return Ok(Lent(self.engine.lend(unit.take_conn(), Lane::current())));
+                }
+            }
+        }
+    }
+
+    /// [`get_with`](Self::get_with), waiting with no deadline.
+    pub async fn get(&self, connect_ok: bool) -> Result<Lent, GetError> {
+        self.get_with(connect_ok, false).await
+    }
+
+    /// Opens a connection on the first listed backend, on a slot the caller holds (as
+    /// `PoolInner::dial` does: the backend's `size` raised by the engine's `Opening` guard,
+    /// lowered again if the connect fails; a connection whose backend left the list meanwhile
+    /// is closed, the caller keeping its slot).
+    fn open(&self, connect_ok: bool) -> Result<Conn<TestConn>, GetError> {
         let set = self.backends.snapshot();
         let Some(entry) = set.entries.first().cloned() else {
             return Err(GetError::NoBackends);
@@ -226,28 +295,23 @@ impl Core {
         let c = self.conn_to(&entry);
         if entry.is_removed() {
             self.engine
-                .close_conn(c, CloseReason::BackendGone, &self.rec);
+                .close_keep(c, CloseReason::BackendGone, &self.rec);
             return Err(GetError::ConnectFailed);
         }
-        if self.engine.is_closed() {
-            self.engine
-                .close_conn(c, CloseReason::PoolClosed, &self.rec);
-            return Err(GetError::Closed);
-        }
-        Ok(Lent(self.engine.lend(c)))
+        Ok(c)
     }
 
     fn conn_to(&self, entry: &Arc<BackendEntry>) -> Conn<TestConn> {
         let mut opened = self.rec.opened.lock().expect("recorder");
         let id = *opened;
         *opened += 1;
-        Conn {
-            conn: TestConn {
+        Conn::new(
+            TestConn {
                 id,
                 backend: entry.backend.addr().to_owned(),
             },
-            meta: Meta::new(Arc::clone(entry), Instant::now(), None),
-        }
+            Meta::new(Arc::clone(entry), Instant::now(), None),
+        )
     }
 
     /// `try_get()`: the engine's fail-fast take.
@@ -259,7 +323,7 @@ impl Core {
 
     // ----- the return path -----
 
-    /// `drop(Pooled)`: the engine's return path (push, then release).
+    /// `drop(Pooled)`: the engine's return path (to a waiter, or the idle queue).
     pub fn give_back(&self, c: Lent) {
         self.engine.give_back(c.0, false, &self.rec);
     }
@@ -303,19 +367,25 @@ impl Core {
 
     /// `max_size` now.
     pub fn max_size(&self) -> usize {
-        self.engine.admission.max()
+        self.engine.max()
     }
-    /// Free permits now (0 while a shrink is absorbed).
-    pub fn available(&self) -> usize {
-        self.engine.admission.available()
-    }
-    /// Registered waiters now.
+    /// Queued waiters now.
     pub fn waiters(&self) -> usize {
-        self.engine.admission.waiters()
+        self.engine.waiters()
     }
-    /// Open connections (idle, lent, opening).
+    /// Open connections (idle, lent, opening) and reserved slots.
     pub fn size(&self) -> usize {
         self.engine.size()
+    }
+    /// Open connections (and connects in flight) per listed backend, summed.
+    pub fn backend_sizes(&self) -> usize {
+        self.backends
+            .snapshot()
+            .entries
+            .iter()
+            // Relaxed: read after the model's threads joined.
+            .map(|e| e.size.load(Ordering::Relaxed))
+            .sum()
     }
     /// Connections in the idle queue.
     pub fn idle(&self) -> usize {
@@ -323,8 +393,7 @@ impl Core {
     }
     /// Lent connections.
     pub fn in_use(&self) -> usize {
-        // Relaxed: a gauge, read by the model after its threads joined.
-        self.engine.in_use.gauge()
+        self.engine.in_use()
     }
     /// `true` once closed.
     pub fn is_closed(&self) -> bool {
@@ -341,5 +410,12 @@ impl Core {
     /// Opened and not (yet) closed.
     pub fn live(&self) -> usize {
         self.opened() - self.rec.closed.lock().expect("recorder").len()
+    }
+}
+
+fn wait_error(e: WaitError) -> GetError {
+    match e {
+        WaitError::Closed => GetError::Closed,
+        WaitError::TimedOut => GetError::TimedOut,
     }
 }

@@ -1,338 +1,595 @@
-//! Admission: one atomic permit counter and a wait queue, with direct hand-off.
+//! The waiters' side of admission: who is queued, in what order, and the hand-off.
 //!
-//! A permit is the right to hold one connection out of the idle queue (to use it, check it or
-//! dial a new one). `max_size` permits exist; an idle connection holds none.
+//! A get that finds nothing to take (no idle connection, no free slot; see `engine.rs`)
+//! queues here and is later *handed* a unit by a return. Gets that find something take it
+//! without coming here at all, unless others are queued already (no barging).
 //!
-//! # Synchronization
+//! # The line and the slots
 //!
-//! `available` counts free permits; it may go negative after `resize` shrinks the pool while
-//! permits are out (returned permits then pay the debt first). `try_acquire` is a CAS loop
-//! that never takes a permit that is not there.
+//! Each waiter has a [`WaitSlot`]: a small state word, a cell for the unit handed to it, and an
+//! `event_listener::Event` that only this waiter listens on. The slots stand in a FIFO line (a
+//! `VecDeque` behind a mutex held for a push or a pop): a return pops the oldest slot, puts
+//! its unit in it, and notifies that slot's event; a waiter that leaves early just marks its
+//! slot (one CAS, no lock), and marked slots are skipped and dropped by later pops (and the
+//! line is compacted when they pile up, so it never holds more than about twice the live
+//! waiters). This is event-listener's own structure turned inside out, for three reasons
+//! measured in `benches/PERF-LOG.md`: a shared `Event` wakes the task *while holding its list
+//! lock* (so under contention every wake stretches a critical section that every waiter and
+//! returner needs, four times per wait); here the shared lock is taken twice per served wait
+//! and nobody wakes a task under it. Waking one waiter never disturbs the others' places in
+//! line. And the line can be read, in order, without waking anybody.
 //!
-//! Waiting follows event-listener's protocol: register a listener, *then* count the
-//! registration (`waiters`, then `registrations`), *then* re-check the counter, *then* wait.
+//! # The waiting word
 //!
-//! Releasing hands the permit **directly** to the oldest waiting listener
-//! (`notify(1.additional())`; a plain `notify(1)` is a no-op while an earlier notification is
-//! still unconsumed, which strands the second waiter of two back-to-back releases). A woken
-//! listener owns the permit it was handed: nobody can barge in between. Only when no listener
-//! took it does the permit go to the counter; the releaser then re-reads `registrations`: if a
-//! waiter registered meanwhile, its re-check may have run before the permit arrived, so the
-//! releaser takes a permit back and hands it off again. All of these are SeqCst, so they sit
-//! in one total order: either the releaser sees the registration, or the waiter's re-check
-//! (which follows its registration) sees the permit. No wake-up is lost, and no releaser spins:
-//! it loops only when a new registration happened.
+//! `waiting` packs two numbers in one atomic, so that a registration is one read-modify-write:
+//! the number of queued waiters (low 32 bits) and a registration epoch (high 32 bits, wrapping),
+//! bumped by every registration. A return loads the word before it puts a unit back and again
+//! after: a changed epoch means a waiter registered in between, whose re-check may have run
+//! before the unit arrived (see `Engine::give`).
 //!
-//! A waiter that leaves (succeeds by its re-check, or is cancelled) `discard`s its listener: if
-//! a permit was handed to it meanwhile, it passes that permit on with `release`, so nothing is
-//! stranded.
+//! # Protocol
 //!
-//! Whatever the releaser published before `release` (the connection it pushed to the idle
-//! queue) happens-before the acquire that receives its permit: through the counter's
-//! read-modify-write chain, or through the wait queue's lock on a hand-off.
+//! A waiter: its slot joins the back of the line, *then* it counts itself in `waiting`
+//! (SeqCst), then a SeqCst fence, then it re-checks for a unit, then it waits on its slot's
+//! event. A return that finds `waiting` non-zero calls [`hand_off`](Admission::hand_off): it
+//! pops the oldest slot, puts its unit in the slot's cell, and moves the slot from `WAITING` to
+//! `HANDED` with a CAS (if the CAS fails, the slot's waiter left: the unit comes back out and
+//! the next slot is tried), then notifies it. The unit in a `HANDED` slot is its waiter's:
+//! nobody can barge in between. A waiter that leaves (cancelled, timed out, or served by its
+//! own re-check) moves its slot from `WAITING` to `ABANDONED` with a CAS; if that fails because
+//! a return won the race (`HANDED`), the waiter takes the unit out and passes it on.
 //!
-//! # Fairness
+//! Because a waiter is counted only after its slot is in line, a counted waiter always has a
+//! slot in line, handed, or leaving: if `hand_off` finds no `WAITING` slot, every counted
+//! waiter is served or leaving.
 //!
-//! Freed permits go to waiters in the order they registered (event-listener's queue is FIFO),
-//! and while anyone waits, newcomers do not take the fast path: they queue behind. A task that
-//! returns a connection and asks again at once therefore waits its turn, which is what bounds
-//! the tail latency under oversubscription.
+//! # One timer for the line
+//!
+//! A get waiting with the pool's own `wait_timeout` (a *shared* deadline) does not arm a timer
+//! of its own. Its deadline is written in its slot, and since every such deadline is its
+//! waiter's start plus the same timeout, they grow from the front of the line to the back.
+//! One waiter at a time holds the *timer duty* ([`Queued::take_duty`]): it arms one timer for
+//! the earliest shared deadline, and when it fires it walks the line from the front,
+//! [expires](Admission::expire_due) every slot whose deadline passed (`WAITING` to
+//! `EXPIRED`, by CAS, against `hand_off`'s CAS) and re-arms for the next. A holder that leaves
+//! gives the duty up and wakes the slot at the back of the line (the waiter that will stay
+//! longest), which takes it; a newcomer that finds the duty free takes it too (a wake costs no
+//! place in line: the line, not the event, keeps the order). So a waiting get arms no timer at
+//! all unless it holds the duty, which changes hands about once per turnover of the line; the
+//! timer that is armed is a real tokio timer, so a paused clock still advances to it. A get
+//! with a timeout of its own (`get_timeout`) arms its own timer, as does the duty holder for
+//! its own deadline if that is not a shared one.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::collections::VecDeque;
+use std::time::Duration;
 
+use crate::idle::Token;
 use crate::sync::{
-    handshake_fence, AtomicBool, AtomicIsize, AtomicUsize, CachePadded, EventListener, Listener,
-    Ordering, WaitQueue,
+    fence_seqcst, ArrayQueue, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Instant,
+    Mutex, MutexGuard, Ordering, SlotArc as Arc, WaitQueue,
 };
 
-/// The outcome of a wait that did not produce a permit.
+/// One waiter in the low half of the waiting word.
+const ONE_WAITER: u64 = 1;
+/// One registration in the high half (the epoch).
+const ONE_EPOCH: u64 = 1 << 32;
+
+/// A slot in line; nobody has decided about it yet.
+const WAITING: u8 = 0;
+/// A return handed it a unit (in its cell); its waiter has not taken it yet.
+const HANDED: u8 = 1;
+/// Its waiter took the unit handed to it.
+const TAKEN: u8 = 2;
+/// Its waiter left before anything was handed to it.
+const ABANDONED: u8 = 3;
+/// The pool closed while it waited.
+const CLOSED: u8 = 4;
+/// Its shared deadline passed (set by the timer duty's walk).
+const EXPIRED: u8 = 5;
+
+/// A slot's `deadline` when its waiter has no shared deadline.
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// A load of the waiting word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AcquireError {
+pub(crate) struct Waiting(u64);
+
+impl Waiting {
+    /// Queued waiters.
+    #[inline]
+    pub(crate) fn waiters(self) -> u64 {
+        self.0 & (ONE_EPOCH - 1)
+    }
+
+    /// Has a waiter registered since `earlier` was read (and is anyone still queued)? The
+    /// epoch wraps after 2^32 registrations; two loads within one return never see that many.
+    #[inline]
+    pub(crate) fn registered_since(self, earlier: Waiting) -> bool {
+        self.waiters() != 0 && self.0 >> 32 != earlier.0 >> 32
+    }
+}
+
+/// One waiter's place: its state, its shared deadline, the unit handed to it, and the event
+/// only it listens on.
+pub(crate) struct WaitSlot<C> {
+    state: AtomicU8,
+    /// Nanoseconds from the admission's epoch, or [`NO_DEADLINE`].
+    deadline: AtomicU64,
+    /// The unit handed over. Touched by one return (before `HANDED`) and then by its waiter
+    /// (after): never contended.
+    unit: Mutex<Option<Token<C>>>,
+    event: WaitQueue,
+}
+
+/// What a waiter learns when it looks at its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wake {
+    /// Nothing yet.
+    Waiting,
+    /// A unit was handed to it: [`Queued::take_unit`].
+    Handed,
+    /// The pool closed.
     Closed,
+    /// Its shared deadline passed.
+    Expired,
 }
 
-pub(crate) struct Admission {
-    /// Free permits; negative while a shrink is being absorbed.
-    available: CachePadded<AtomicIsize>,
-    /// Registered waiters (listener in the queue, not yet done).
-    waiters: CachePadded<AtomicUsize>,
-    /// Every registration ever (the releasers' handshake; see the module docs).
-    registrations: CachePadded<AtomicUsize>,
-    /// The current number of permits (max_size).
-    max: AtomicUsize,
-    closed: AtomicBool,
-    queue: WaitQueue,
+impl<C> WaitSlot<C> {
+    fn new() -> Self {
+        WaitSlot {
+            state: AtomicU8::new(WAITING),
+            deadline: AtomicU64::new(NO_DEADLINE),
+            unit: Mutex::new(None),
+            event: WaitQueue::new(),
+        }
+    }
+
+    fn unit(&self) -> MutexGuard<'_, Option<Token<C>>> {
+        // Nothing panics under this lock; a poisoned cell still holds what was put in it.
+        self.unit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Still waiting (not handed, left, expired or closed)?
+    fn is_waiting(&self) -> bool {
+        // Acquire: pairs with the CASes that move a slot on.
+        self.state.load(Ordering::Acquire) == WAITING
+    }
 }
 
-impl Admission {
-    pub(crate) fn new(max: usize) -> Self {
+/// Slots kept for reuse: a wait then allocates nothing once the pool has waited before (the
+/// slot's event keeps its listener list too).
+const SPARE_SLOTS: usize = 64;
+
+/// The waiting word, the line and the timer duty (see the module docs).
+pub(crate) struct Admission<C> {
+    waiting: CachePadded<AtomicU64>,
+    /// Slots in arrival order; some may be marked (left, expired, closed): see [`Line`].
+    line: CachePadded<Mutex<Line<C>>>,
+    spare: ArrayQueue<Arc<WaitSlot<C>>>,
+    /// Marked slots still in line (see [`Line`]).
+    marks: AtomicUsize,
+    /// Does a waiter hold the timer duty?
+    duty: CachePadded<AtomicBool>,
+    /// What slots' deadlines count from.
+    epoch: Instant,
+    /// Told whenever a waiter takes the duty (for the models, which wait for it).
+    #[cfg(loom)]
+    duty_taken: loom::sync::Notify,
+}
+
+/// The line: slots in arrival order, and how many of them are marked (an estimate that only
+/// errs high: a slot marked after its pop is counted and never found). Marked slots are dropped
+/// when popped, and all at once when they outnumber the live ones.
+struct Line<C> {
+    slots: VecDeque<Arc<WaitSlot<C>>>,
+}
+
+impl<C> Admission<C> {
+    pub(crate) fn new() -> Self {
         Admission {
-            available: CachePadded::new(AtomicIsize::new(to_isize(max))),
-            waiters: CachePadded::new(AtomicUsize::new(0)),
-            registrations: CachePadded::new(AtomicUsize::new(0)),
-            max: AtomicUsize::new(max),
-            closed: AtomicBool::new(false),
-            queue: WaitQueue::new(),
+            waiting: CachePadded::new(AtomicU64::new(0)),
+            line: CachePadded::new(Mutex::new(Line {
+                slots: VecDeque::new(),
+            })),
+            spare: ArrayQueue::new(SPARE_SLOTS),
+            marks: AtomicUsize::new(0),
+            duty: CachePadded::new(AtomicBool::new(false)),
+            epoch: Instant::now(),
+            #[cfg(loom)]
+            duty_taken: loom::sync::Notify::new(),
         }
     }
 
-    /// Takes a permit if one is free. Never waits. Returns `false` when none is free.
-    pub(crate) fn try_acquire(&self) -> bool {
-        #[cfg(connpool_mutant = "acquire_not_cas")]
-        {
-            // Mutant: check-then-store instead of a CAS; two acquirers can take one permit.
-            let cur = self.available.load(Ordering::SeqCst);
-            if cur <= 0 {
-                return false;
+    fn line(&self) -> MutexGuard<'_, Line<C>> {
+        // Nothing that can panic runs under the lock but `VecDeque` growth; a poisoned line is
+        // still consistent (every update completes before the next one starts).
+        self.line.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn to_nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(NO_DEADLINE - 1)
+            .min(NO_DEADLINE - 1)
+    }
+
+    fn to_instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    /// A slot for a new waiter: a spare one if any.
+    fn slot(&self) -> Arc<WaitSlot<C>> {
+        match self.spare.pop() {
+            Some(slot) => {
+                // Relaxed: the slot is ours alone (see `recycle`); the queue's Acquire pop
+                // ordered its last user's accesses before this store.
+                slot.state.store(WAITING, Ordering::Relaxed);
+                slot
             }
-            self.available.store(cur - 1, Ordering::SeqCst);
-            return true;
-        }
-        // SeqCst, not Relaxed: this read is the load half of the handshake with `release`
-        // (a waiter's re-check after it registered). A Relaxed read may return a stale 0 and
-        // skip the CAS although `release` already put the permit in the counter: the waiter
-        // then sleeps on a free permit (found by loom, `cancelled_waiter_passes_hand_off`).
-        let mut cur = self.available.load(Ordering::SeqCst);
-        loop {
-            if cur <= 0 {
-                return false;
-            }
-            // SeqCst on success: the Acquire half sees the connection a releaser pushed before
-            // its release; the SeqCst half orders this against the `waiters` handshake.
-            // SeqCst on failure too: a failed CAS that reads `<= 0` ends the try, so that read
-            // is part of the handshake like the first one.
-            match self.available.compare_exchange_weak(
-                cur,
-                cur - 1,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => cur = actual,
-            }
+            None => Arc::new(WaitSlot::new()),
         }
     }
 
-    /// The fast path of `acquire`: a permit only if nobody is queued (no barging).
-    pub(crate) fn try_acquire_fair(&self) -> bool {
-        // SeqCst: part of the handshake with `release`; a newcomer that sees waiters queues.
-        if self.waiters.load(Ordering::SeqCst) != 0 {
-            return false;
-        }
-        self.try_acquire()
-    }
-
-    /// Waits for a permit. Cancel-safe: dropping the future before it resolves takes nothing
-    /// (a notification it had received is passed on to the next waiter).
-    pub(crate) fn acquire(&self) -> Acquire<'_> {
-        Acquire {
-            admission: self,
-            listener: None,
-            registered: false,
+    /// Keeps `slot` for reuse if nobody else holds it (its line entry gone, no return about to
+    /// notify it); else the last holder frees it.
+    fn recycle(&self, slot: Arc<WaitSlot<C>>) {
+        // Not under loom: the spare queue is crossbeam's, whose synchronization loom does not
+        // see, and a slot's atomics are loom's (loom would report the reuse as a race). The
+        // slots' protocol is the same either way; reuse only saves allocations.
+        if cfg!(not(loom)) && Arc::strong_count(&slot) == 1 {
+            // Full: dropped.
+            let _ = self.spare.push(slot);
         }
     }
 
-    /// Gives a permit back: pays a shrink's debt, else hands it to the oldest waiter, else
-    /// puts it in the counter (see the module docs for why this loses no wake-up).
-    pub(crate) fn release(&self) {
-        // Relaxed first read: a hint for the CAS, which re-validates.
-        let mut cur = self.available.load(Ordering::Relaxed);
-        while cur < 0 {
-            // SeqCst: a counter update like any other (see `try_acquire`).
-            match self.available.compare_exchange_weak(
-                cur,
-                cur + 1,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
-            }
-        }
-        loop {
-            // SeqCst: read before the hand-off attempt and compared after the counter update
-            // below; its total order with the waiter's registration is the handshake.
-            let epoch = self.registrations.load(Ordering::SeqCst);
-            // SeqCst: a waiter counts itself after it listens; seeing it means its listener
-            // is in the queue (or already served).
-            if self.waiters.load(Ordering::SeqCst) != 0 && self.hand_off() {
-                return;
-            }
-            // SeqCst: publishes the permit (and what preceded it) to the next acquirer, and is
-            // the store of the store-load handshake with registering waiters.
-            self.available.fetch_add(1, Ordering::SeqCst);
-            handshake_fence();
-            // SeqCst: the load of the handshake.
-            if self.registrations.load(Ordering::SeqCst) == epoch
-                || cfg!(connpool_mutant = "no_epoch_recheck")
-            {
-                return;
-            }
-            // Someone registered while we worked: its re-check may have missed the permit.
-            // Take one back and hand it off (if it is gone already, someone has it: done).
-            if !self.try_acquire() {
-                return;
-            }
+    /// Counts a slot that was marked while (perhaps) still in line.
+    fn marked(&self) {
+        // Relaxed: an estimate that only triggers a compaction (see `Line`).
+        self.marks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The waiting word, for the handshake loads of the return path.
+    #[inline]
+    pub(crate) fn load(&self) -> Waiting {
+        // SeqCst: the load halves of the return path's handshake (see `Engine::give`): with
+        // the SeqCst registration below they sit in one total order, so a return either sees
+        // a registration or the registrant's re-check sees the returned unit.
+        Waiting(self.waiting.load(Ordering::SeqCst))
+    }
+
+    /// Nobody queued? The fast path's test (fairness only: a stale answer lets one newcomer
+    /// in ahead of a waiter that is just registering, which is no worse than arriving first).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        // Relaxed: a fairness hint; no correctness depends on it (see above).
+        self.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1) == 0
+    }
+
+    /// Does a waiter hold the timer duty (for the models)?
+    #[cfg(loom)]
+    pub(crate) fn duty_held(&self) -> bool {
+        // Acquire: read by a model thread that then relies on the holder's progress.
+        self.duty.load(Ordering::Acquire)
+    }
+
+    /// Blocks the model thread until a waiter holds the timer duty.
+    #[cfg(loom)]
+    pub(crate) fn wait_for_duty(&self) {
+        while !self.duty_held() {
+            self.duty_taken.wait();
         }
     }
 
-    /// Hands one permit to the oldest listener not yet served; `false` if there is none.
-    fn hand_off(&self) -> bool {
-        #[cfg(not(connpool_mutant = "plain_notify"))]
-        {
-            use event_listener::IntoNotification;
-            self.queue.notify(1.additional()) > 0
-        }
-        #[cfg(connpool_mutant = "plain_notify")]
-        {
-            self.queue.notify(1) > 0
-        }
-    }
-
-    /// Closes admission: every waiter and every later acquire sees `Closed`.
-    pub(crate) fn close(&self) {
-        // SeqCst: waiters re-check `closed` after registering; they cannot miss it.
-        self.closed.store(true, Ordering::SeqCst);
-        handshake_fence();
-        #[cfg(not(connpool_mutant = "close_no_wake"))]
-        self.queue.notify(usize::MAX);
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        // SeqCst: pairs with the store in `close` (listen, re-check, then wait).
-        self.closed.load(Ordering::SeqCst)
-    }
-
-    /// Changes the number of permits. Growing hands the new permits to waiters at once;
-    /// shrinking takes permits as they come back (`available` may go negative meanwhile).
-    pub(crate) fn resize(&self, new_max: usize) -> usize {
-        // SeqCst: resizes are serialised through this swap (the old value is exact), and it is
-        // the store half of the shrink handshake with `Engine::requeue` (which loads `max`
-        // after it pushed): either the shrink sees the pushed connection or the returner sees
-        // the new max.
-        let old = self.max.swap(new_max, Ordering::SeqCst);
-        if new_max < old {
-            // SeqCst: a counter update like any other.
-            #[cfg(not(connpool_mutant = "resize_no_adjust"))]
-            self.available
-                .fetch_sub(to_isize(old - new_max), Ordering::SeqCst);
-        } else {
-            for _ in old..new_max {
-                #[cfg(not(connpool_mutant = "resize_no_wake"))]
-                self.release();
-                // Mutant: the new permits go to the counter; nobody waiting is told.
-                // SeqCst: as in `release`.
-                #[cfg(connpool_mutant = "resize_no_wake")]
-                self.available.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        old
-    }
-
-    pub(crate) fn max(&self) -> usize {
-        // SeqCst: the load half of the shrink handshake (see `resize`); a plain load on x86.
-        self.max.load(Ordering::SeqCst)
-    }
-
-    /// Permits currently free (0 when a shrink is being absorbed).
-    #[allow(dead_code)] // used by the loom models and tests
-    pub(crate) fn available(&self) -> usize {
-        // Relaxed: a gauge for status; nothing is published through it.
-        usize::try_from(self.available.load(Ordering::Relaxed)).unwrap_or(0)
-    }
-
+    /// Queued waiters (a gauge).
     pub(crate) fn waiters(&self) -> usize {
         // Relaxed: a gauge for status.
-        self.waiters.load(Ordering::Relaxed)
+        usize::try_from(self.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1)).unwrap_or(0)
     }
-}
 
-fn to_isize(n: usize) -> isize {
-    isize::try_from(n).unwrap_or(isize::MAX)
-}
-
-/// The future returned by [`Admission::acquire`].
-pub(crate) struct Acquire<'a> {
-    admission: &'a Admission,
-    listener: Option<EventListener>,
-    registered: bool,
-}
-
-impl Future for Acquire<'_> {
-    type Output = Result<(), AcquireError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let adm = this.admission;
-        if adm.is_closed() {
-            this.finish();
-            return Poll::Ready(Err(AcquireError::Closed));
+    /// Hands `unit` to the oldest waiting slot; gives it back if there is none.
+    pub(crate) fn hand_off(&self, unit: Token<C>) -> Result<(), Token<C>> {
+        let mut unit = unit;
+        loop {
+            let Some(slot) = self.line().slots.pop_front() else {
+                return Err(unit);
+            };
+            if !slot.is_waiting() {
+                // Marked: its waiter left (or it expired, or closed). Dropped from the line.
+                self.unmark();
+                self.recycle(slot);
+                continue;
+            }
+            // The unit goes in first: the waiter looks at the cell only once it sees `HANDED`.
+            *slot.unit() = Some(unit);
+            // AcqRel on success: the Release half publishes the unit (and what preceded it) to
+            // the waiter that reads `HANDED` (Acquire). On failure the waiter left meanwhile:
+            // the unit comes back out and the next slot is tried.
+            #[cfg(not(connpool_mutant = "hand_off_no_cas"))]
+            let won = slot
+                .state
+                .compare_exchange(WAITING, HANDED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            // Mutant: hands to the slot whatever its waiter did meanwhile.
+            #[cfg(connpool_mutant = "hand_off_no_cas")]
+            let won = {
+                slot.state.store(HANDED, Ordering::Release);
+                true
+            };
+            if won {
+                slot.event.notify(1);
+                self.recycle(slot);
+                return Ok(());
+            }
+            unit = slot.unit().take().expect("the unit put in just now");
+            self.unmark();
+            self.recycle(slot);
         }
-        if this.listener.is_none() {
-            // First poll: the fast path, unless others queue already.
-            if adm.try_acquire_fair() {
-                return Poll::Ready(Ok(()));
+    }
+
+    /// A marked slot left the line.
+    fn unmark(&self) {
+        // Relaxed: see `marked`; saturating, since the count only errs high.
+        let _ = self
+            .marks
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| m.checked_sub(1));
+    }
+
+    /// Wakes every waiter (the pool closed: they see `Closed`). A slot already handed keeps
+    /// its unit: its waiter takes it and passes it on (into the closed pool, which closes it).
+    pub(crate) fn close_all(&self) {
+        let slots: Vec<_> = self.line().slots.drain(..).collect();
+        // Relaxed: the line is empty.
+        self.marks.store(0, Ordering::Relaxed);
+        for slot in slots {
+            // AcqRel: as in `hand_off`.
+            let closed = slot
+                .state
+                .compare_exchange(WAITING, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if closed && !cfg!(connpool_mutant = "close_no_wake") {
+                slot.event.notify(1);
             }
-            // Listen, count ourselves, then re-check: a permit freed before we listened is
-            // in the counter; one freed after is handed to us.
-            this.listener = Some(adm.queue.listen());
-            this.registered = true;
-            // SeqCst (both): the registration half of the handshake in `release`; `waiters`
-            // first, so a releaser that sees the new epoch also sees a waiter to hand off to.
-            adm.waiters.fetch_add(1, Ordering::SeqCst);
-            adm.registrations.fetch_add(1, Ordering::SeqCst);
-            handshake_fence();
-            #[cfg(not(connpool_mutant = "no_recheck"))]
-            if adm.try_acquire() {
-                this.finish();
-                return Poll::Ready(Ok(()));
-            }
-            if adm.is_closed() {
-                this.finish();
-                return Poll::Ready(Err(AcquireError::Closed));
-            }
+            self.recycle(slot);
         }
-        let listener = this.listener.as_mut().expect("listening");
-        match Pin::new(listener).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => {
-                // Consumed: a permit was handed to us (or the pool closed).
-                this.listener = None;
-                this.finish();
-                if adm.is_closed() {
-                    return Poll::Ready(Err(AcquireError::Closed));
+    }
+
+    /// The timer duty's walk (see the module docs): expires every waiting slot from the
+    /// front whose shared deadline is at or before `now`, and returns the next shared deadline
+    /// in line, if any (the duty holder re-arms for it).
+    pub(crate) fn expire_due(&self, now: Instant) -> Option<Instant> {
+        let now = self.to_nanos(now);
+        let mut expired = Vec::new();
+        let mut next = None;
+        {
+            let mut line = self.line();
+            // Marked slots at the front go first (cheap cleanup).
+            while line.slots.front().is_some_and(|s| !s.is_waiting()) {
+                if let Some(slot) = line.slots.pop_front() {
+                    self.unmark();
+                    self.recycle(slot);
                 }
-                Poll::Ready(Ok(()))
             }
+            for slot in &line.slots {
+                // Relaxed: written before the slot was pushed under this lock.
+                let deadline = slot.deadline.load(Ordering::Relaxed);
+                if deadline == NO_DEADLINE || !slot.is_waiting() {
+                    // A waiter with a timer of its own, or a marked slot.
+                    continue;
+                }
+                if deadline > now && !cfg!(connpool_mutant = "expire_early") {
+                    next = Some(deadline);
+                    break;
+                }
+                // AcqRel: the race with the waiter's own leaving (a slot it abandoned stays
+                // as it is). `hand_off` cannot race with this: it pops a slot under the lock
+                // this walk holds before it touches the state.
+                let won = slot
+                    .state
+                    .compare_exchange(WAITING, EXPIRED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if won {
+                    expired.push(Arc::clone(slot));
+                }
+            }
+            line.compact_if_needed(&self.marks, expired.len());
+        }
+        for slot in expired {
+            slot.event.notify(1);
+        }
+        next.map(|n| self.to_instant(n))
+    }
+
+    /// Wakes the last waiting slot in line, the waiter that will stay longest (it finds the
+    /// timer duty free and takes it). A wake costs the waiter nothing: its place is in the
+    /// line.
+    fn nudge_back(&self) {
+        let back = self
+            .line()
+            .slots
+            .iter()
+            .rev()
+            .find(|s| s.is_waiting())
+            .cloned();
+        if let Some(slot) = back {
+            slot.event.notify(1);
         }
     }
 }
 
-impl Acquire<'_> {
-    /// Leaves the queue. A listener still held is discarded; if a permit had been handed to
-    /// it meanwhile, that permit is passed on (we either have one already or are cancelled).
-    fn finish(&mut self) {
-        if let Some(listener) = self.listener.take() {
-            if listener.discard()
-                && !self.admission.is_closed()
-                && !cfg!(connpool_mutant = "cancel_drops_handoff")
-            {
-                self.admission.release();
-            }
-        }
-        if self.registered {
-            self.registered = false;
-            // SeqCst: keeps one total order with the loads in `release`.
-            self.admission.waiters.fetch_sub(1, Ordering::SeqCst);
+impl<C> Line<C> {
+    /// Drops every marked slot (keeping the order) once they outnumber the live ones: a line
+    /// whose waiters keep leaving without being served (cancelled, timed out) stays at about
+    /// twice its live waiters. O(n), at most once per n marks: amortised O(1).
+    fn compact_if_needed(&mut self, marks: &AtomicUsize, new_marks: usize) {
+        // Relaxed: see `Admission::marked`.
+        let m = marks.fetch_add(new_marks, Ordering::Relaxed) + new_marks;
+        if m > self.slots.len() / 2 + 16 {
+            self.slots.retain(|s| s.is_waiting());
+            marks.store(0, Ordering::Relaxed);
         }
     }
 }
 
-impl Drop for Acquire<'_> {
+/// A queued waiter: its slot in line, counted in `waiting`. [`leave`](Self::leave) (once)
+/// uncounts it and marks its slot; dropping it offers the slot for reuse.
+pub(crate) struct Queued<'a, C> {
+    admission: &'a Admission<C>,
+    slot: Option<Arc<WaitSlot<C>>>,
+    left: bool,
+    /// Holds the timer duty. (Only its own waiter touches it; atomic so that `take_duty` can
+    /// take `&self` while the waiter's listener borrows the slot.)
+    duty: AtomicBool,
+}
+
+impl<C> Drop for Queued<'_, C> {
     fn drop(&mut self) {
-        // Cancelled (or finished: then this is a no-op).
-        self.finish();
+        // A unit handed but not taken is the caller's to pass on (see `leave`); here it is
+        // only dropped if the caller did not.
+        drop(self.leave());
+        if let Some(slot) = self.slot.take() {
+            self.admission.recycle(slot);
+        }
+    }
+}
+
+impl<'a, C> Queued<'a, C> {
+    /// Queues a new waiter: its slot at the back of the line, then counted (SeqCst), then a
+    /// SeqCst fence; the caller re-checks for a unit next. `shared` is its deadline if it is
+    /// the pool's shared one (start + `wait_timeout`; see the module docs).
+    pub(crate) fn new(admission: &'a Admission<C>, shared: Option<Instant>) -> Self {
+        let slot = admission.slot();
+        let deadline = shared.map_or(NO_DEADLINE, |d| admission.to_nanos(d));
+        // Relaxed: published to the duty's walk by the line's lock (the push below).
+        slot.deadline.store(deadline, Ordering::Relaxed);
+        {
+            let mut line = admission.line();
+            line.slots.push_back(Arc::clone(&slot));
+            line.compact_if_needed(&admission.marks, 0);
+        }
+        // SeqCst: the registration half of the handshake with returns (see `Admission::load`).
+        admission
+            .waiting
+            .fetch_add(ONE_WAITER + ONE_EPOCH, Ordering::SeqCst);
+        // SeqCst fence before the re-check: whatever a return put back before its handshake
+        // load (which then did not see this registration) is visible to the re-check, whether
+        // it is a push to the idle queue or a change of `size` (see `Engine::give`).
+        fence_seqcst();
+        Queued {
+            admission,
+            slot: Some(slot),
+            left: false,
+            duty: AtomicBool::new(false),
+        }
+    }
+
+    fn slot(&self) -> &WaitSlot<C> {
+        self.slot
+            .as_ref()
+            .expect("a Queued holds its slot until dropped")
+    }
+
+    /// The event this waiter listens on (with `listener!`: no allocation per listen).
+    pub(crate) fn event(&self) -> &WaitQueue {
+        &self.slot().event
+    }
+
+    /// Takes the timer duty if nobody holds it; `true` if this waiter holds it now.
+    pub(crate) fn take_duty(&self) -> bool {
+        // Relaxed: this waiter's own flag.
+        if self.duty.load(Ordering::Relaxed) {
+            return true;
+        }
+        // SeqCst first look: the load half of the handshake with a leaving holder (see
+        // `leave`; this waiter counted itself and fenced in `new`, and listens before it
+        // looks). AcqRel CAS: the holders' walks are ordered one after the other.
+        let took = !self.admission.duty.load(Ordering::SeqCst)
+            && self
+                .admission
+                .duty
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        if took {
+            // Relaxed: this waiter's own flag.
+            self.duty.store(true, Ordering::Relaxed);
+            #[cfg(loom)]
+            self.admission.duty_taken.notify();
+        }
+        took
+    }
+
+    /// What happened to the slot.
+    pub(crate) fn wake(&self) -> Wake {
+        // Acquire: pairs with the Release of the CAS that moved the slot on (a unit handed
+        // over is visible in the cell).
+        match self.slot().state.load(Ordering::Acquire) {
+            HANDED => Wake::Handed,
+            CLOSED => Wake::Closed,
+            EXPIRED => Wake::Expired,
+            _ => Wake::Waiting,
+        }
+    }
+
+    /// The unit handed to this waiter (after [`Wake::Handed`]).
+    pub(crate) fn take_unit(&self) -> Option<Token<C>> {
+        let unit = self.slot().unit().take();
+        // Relaxed: after `HANDED` only this waiter touches the state.
+        self.slot().state.store(TAKEN, Ordering::Relaxed);
+        unit
+    }
+
+    /// Leaves (once; later calls return `None`): a unit handed to it that it did not take is
+    /// returned, for the caller to pass on.
+    pub(crate) fn leave(&mut self) -> Option<Token<C>> {
+        if std::mem::replace(&mut self.left, true) {
+            return None;
+        }
+        // SeqCst: keeps one total order with the returns' handshake loads. Uncounted first: a
+        // return that sees the word afterwards does not count on us.
+        self.admission
+            .waiting
+            .fetch_sub(ONE_WAITER, Ordering::SeqCst);
+        let slot = self
+            .slot
+            .as_ref()
+            .expect("a Queued holds its slot until dropped");
+        // AcqRel: the race with `hand_off` for the slot (see the module docs); Acquire on
+        // failure, so a unit handed to us is visible when we take it out.
+        let handed = match slot.state.compare_exchange(
+            WAITING,
+            ABANDONED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                self.admission.marked();
+                None
+            }
+            Err(HANDED) if !cfg!(connpool_mutant = "cancel_drops_handoff") => {
+                let unit = slot.unit().take();
+                // Relaxed: ours alone after `HANDED`.
+                slot.state.store(TAKEN, Ordering::Relaxed);
+                unit
+            }
+            Err(_) => None,
+        };
+        // If we held the timer duty, or it is free (a holder's nudge woke a waiter that was
+        // leaving anyway), wake the back of the line to take it. A store-load handshake with
+        // a registering waiter, which counts itself (SeqCst) and fences before it looks at the
+        // duty: either it sees the duty free and takes it, or we see it counted (its slot is in
+        // line before it counts) and wake it.
+        // Relaxed: this waiter's own flag.
+        let held = self.duty.swap(false, Ordering::Relaxed);
+        if held {
+            // SeqCst: the store half of the handshake above (and Release for the next
+            // holder's CAS: our walks are done).
+            self.admission.duty.store(false, Ordering::SeqCst);
+        }
+        fence_seqcst();
+        // SeqCst: the load halves of the handshake.
+        let free = held || !self.admission.duty.load(Ordering::SeqCst);
+        if free && self.admission.load().waiters() > 0 && !cfg!(connpool_mutant = "duty_not_passed")
+        {
+            self.admission.nudge_back();
+        }
+        handed
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 pub(crate) use crate::backoff::BackoffPolicy;
 use crate::balance::Balance;
-use crate::stats::Striped;
+use crate::lanes::Cells;
 use crate::sync::{
     Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering,
 };
@@ -88,6 +88,11 @@ impl<S: Into<String>> From<S> for Backend {
     }
 }
 
+/// [`BackendEntry::gauges`]: connections in the idle queue.
+pub(crate) const IDLE: usize = 0;
+/// [`BackendEntry::gauges`]: connections lent to users.
+pub(crate) const IN_USE: usize = 1;
+
 /// One listed backend and its live state.
 pub(crate) struct BackendEntry {
     pub(crate) backend: Backend,
@@ -95,12 +100,12 @@ pub(crate) struct BackendEntry {
     /// return, so it has a cache line of its own: the gauges below are written on every get
     /// and return, and a flag sharing their line would miss in every other core's cache.
     removed: CachePadded<AtomicBool>,
-    /// Open connections to this backend (idle, lent or being checked).
+    /// Open connections to this backend (idle, lent or being checked), and connects to it in
+    /// flight.
     pub(crate) size: AtomicUsize,
-    /// Of those, in the idle queue. Written by every get and return: striped.
-    pub(crate) idle: Striped,
-    /// Of those, lent to users. Written by every get and return: striped.
-    pub(crate) in_use: Striped,
+    /// Of those, in the idle queue ([`IDLE`]) and lent to users ([`IN_USE`]). Written by
+    /// every get and return: per-thread lanes (see `lanes.rs`).
+    pub(crate) gauges: Cells<2>,
     /// Failed connects, ever.
     pub(crate) connect_errors: AtomicU64,
     /// Consecutive failed connects; 0 = healthy.
@@ -117,8 +122,7 @@ impl BackendEntry {
             backend,
             removed: CachePadded::new(AtomicBool::new(false)),
             size: AtomicUsize::new(0),
-            idle: Striped::default(),
-            in_use: Striped::default(),
+            gauges: Cells::default(),
             connect_errors: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             retry_at: AtomicU64::new(0),
@@ -127,6 +131,7 @@ impl BackendEntry {
     }
 
     /// Has this backend left the list?
+    #[inline]
     pub(crate) fn is_removed(&self) -> bool {
         // Acquire: pairs with the Release in `mark_removed`, which follows the list swap.
         self.removed.load(Ordering::Acquire)

@@ -1,4 +1,5 @@
-//! The idle queue: an `ArrayQueue` of connections with their bookkeeping.
+//! The idle queue: an `ArrayQueue` of connections with their bookkeeping, and [`Token`], what
+//! a get is admitted with.
 //!
 //! The queue's capacity is `max_size_limit`, fixed at build time, so `set_max_size` never
 //! reallocates it. Push and pop are lock-free and allocate nothing. The queue is FIFO: a
@@ -7,15 +8,59 @@
 
 use std::time::Duration;
 
-use crate::backends::BackendEntry;
+use crate::backends::{BackendEntry, IDLE};
 use crate::events::CloseReason;
+use crate::lanes::Lane;
 use crate::sync::{Arc, ArrayQueue, Instant};
 
-/// A connection and what the pool knows about it. Travels with the connection between the
-/// idle queue and its `Pooled` guard.
-pub(crate) struct Conn<C> {
+/// One unit of the pool's capacity, as a get (or a background pass) holds it: an open
+/// connection taken out of the idle queue, or a *slot* reserved in `size` for a connection
+/// still to be opened. Waiters are handed tokens (see `engine.rs`).
+pub(crate) enum Token<C> {
+    /// An open connection, out of the idle queue.
+    Conn(Conn<C>),
+    /// The right to open one connection (`size` already counts it).
+    Slot,
+}
+
+/// A connection and what the pool knows about it, boxed once when the connection opens:
+/// it travels between the idle queue, the hand-off queue and its `Pooled` guard as one
+/// pointer, so the hit path moves eight bytes wherever it moves a connection, however large
+/// the connection and its bookkeeping are (and the queues' slots stay small).
+pub(crate) struct Conn<C>(Box<Entry<C>>);
+
+/// What a [`Conn`] points to.
+pub(crate) struct Entry<C> {
     pub(crate) conn: C,
     pub(crate) meta: Meta,
+}
+
+impl<C> Conn<C> {
+    /// Boxes a new connection with its bookkeeping (once per connection).
+    pub(crate) fn new(conn: C, meta: Meta) -> Self {
+        Conn(Box::new(Entry { conn, meta }))
+    }
+
+    /// The connection and its bookkeeping, unboxed (when it leaves the pool).
+    pub(crate) fn into_parts(self) -> (C, Meta) {
+        let Entry { conn, meta } = *self.0;
+        (conn, meta)
+    }
+}
+
+impl<C> std::ops::Deref for Conn<C> {
+    type Target = Entry<C>;
+    #[inline]
+    fn deref(&self) -> &Entry<C> {
+        &self.0
+    }
+}
+
+impl<C> std::ops::DerefMut for Conn<C> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Entry<C> {
+        &mut self.0
+    }
 }
 
 /// A connection's bookkeeping.
@@ -52,17 +97,20 @@ impl Meta {
     }
 
     /// Outlived `max_lifetime`? Reads the clock only if the connection has a lifetime.
+    #[inline]
     pub(crate) fn expired(&self, now: &mut LazyNow) -> bool {
         self.expires_at.is_some_and(|at| now.get() >= at)
     }
 
     /// Idle past `idle_timeout`? Reads the clock only if there is an idle timeout.
+    #[inline]
     pub(crate) fn idle_too_long(&self, now: &mut LazyNow, idle_timeout: Option<Duration>) -> bool {
         idle_timeout.is_some_and(|t| now.get().saturating_duration_since(self.last_used) >= t)
     }
 
     /// Why this idle connection may not be handed out, if it may not: its backend left the
     /// list, it outlived `max_lifetime`, or it sat idle past `idle_timeout`.
+    #[inline]
     pub(crate) fn stale_reason(
         &self,
         now: &mut LazyNow,
@@ -113,6 +161,15 @@ impl LazyNow {
 }
 
 /// The idle queue plus its per-backend gauge upkeep.
+///
+/// # Synchronization
+///
+/// The queue publishes a connection from its pusher to its popper (crossbeam's Release
+/// store of the slot's stamp, Acquire load by the popper). The engine also relies on one more
+/// property of `ArrayQueue::push`: its successful compare-and-swap of the tail is `SeqCst`, so
+/// a push and a later `SeqCst` load by the same thread sit in one total order with the other
+/// side's `SeqCst` accesses and fences (the store half of the return path's handshakes, see
+/// `engine.rs`). `tests/dependency_contract.rs` checks that crossbeam's source still says so.
 pub(crate) struct IdleQueue<C> {
     queue: ArrayQueue<Conn<C>>,
 }
@@ -125,20 +182,29 @@ impl<C> IdleQueue<C> {
     }
 
     /// Pushes a connection; gives it back if the queue is full.
-    pub(crate) fn push(&self, c: Conn<C>) -> Result<(), Conn<C>> {
+    #[inline]
+    pub(crate) fn push(&self, c: Conn<C>, lane: Lane) -> Result<(), Conn<C>> {
         // Count it idle before it becomes visible, so the total never dips below zero.
-        // Relaxed: a gauge; the queue's own synchronization publishes the connection.
-        c.meta.backend.idle.add(1);
+        // (A gauge in the backend's lanes; the queue's own synchronization publishes the
+        // connection.)
+        c.meta.backend.gauges.add(lane, IDLE, 1);
         self.queue.push(c).inspect_err(|c| {
-            c.meta.backend.idle.sub(1);
+            c.meta.backend.gauges.sub(lane, IDLE, 1);
         })
     }
 
-    pub(crate) fn pop(&self) -> Option<Conn<C>> {
+    #[inline]
+    pub(crate) fn pop(&self, lane: Lane) -> Option<Conn<C>> {
         let c = self.queue.pop()?;
-        // Relaxed: a gauge.
-        c.meta.backend.idle.sub(1);
+        c.meta.backend.gauges.sub(lane, IDLE, 1);
         Some(c)
+    }
+
+    /// Pops a connection and leaves its backend's idle gauge to the caller (the hit path
+    /// moves it from idle to lent in one update).
+    #[inline]
+    pub(crate) fn pop_raw(&self) -> Option<Conn<C>> {
+        self.queue.pop()
     }
 
     pub(crate) fn len(&self) -> usize {

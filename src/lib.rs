@@ -14,6 +14,7 @@ mod engine;
 mod error;
 mod events;
 mod idle;
+mod lanes;
 mod maintenance;
 mod manager;
 #[cfg(feature = "metrics")]
@@ -33,8 +34,8 @@ pub use crate::discovery::{Discovery, Updates};
 pub use crate::error::{BuildError, DiscoveryError, Error};
 pub use crate::events::{CloseReason, Event};
 pub use crate::manager::Manager;
-pub use crate::pool::Pool;
-pub use crate::pooled::Pooled;
+pub use crate::pool::{Get, GetRef, Pool};
+pub use crate::pooled::{Pooled, PooledRef};
 pub use crate::stats::{BackendStatus, Stats, Status};
 
 #[cfg(loom)]

@@ -3,17 +3,19 @@
 //! refills `min_idle`, and publishes metrics.
 //!
 //! Between passes the task holds only a `Weak` reference: a dropped pool is not kept alive.
-//! It stops when the pool closes. Each pass takes one permit while it has connections out of
-//! the idle queue (so the hard bound holds), and none when no slot is free (the pool is busy:
-//! its connections are in use, not idle).
+//! It stops when the pool closes. A connection the scan takes out of the idle queue keeps its
+//! unit of capacity meanwhile (held by an engine `Unit`, so a pass cancelled mid-check closes
+//! it and frees the unit), and a refill dials on a slot it reserved: the hard bound holds.
 
 use std::time::Duration;
 
 use crate::backends::Picked;
-use crate::engine::Permit;
+use crate::engine::Unit;
 use crate::events::CloseReason;
+use crate::idle::Token;
+use crate::lanes::Lane;
 use crate::manager::Manager;
-use crate::pool::{Held, PoolInner};
+use crate::pool::PoolInner;
 use crate::sync::{Arc, Instant};
 
 /// The shortest pause between passes, whatever the settings.
@@ -66,16 +68,13 @@ impl<M: Manager> PoolInner<M> {
 
     /// Closes stale idle connections and pings quiet ones.
     async fn scan_idle(&self) {
-        let n = self.idle.len();
-        if n == 0 || !self.admission.try_acquire() {
-            return;
-        }
-        let permit = Permit::new(&self.admission);
-        for _ in 0..n {
+        for _ in 0..self.idle.len() {
             if self.is_closed() {
                 break;
             }
-            let Some(c) = self.idle.pop() else { break };
+            let Some(c) = self.idle.pop(Lane::current()) else {
+                break;
+            };
             let now = Instant::now();
             if let Some(reason) = self.stale_reason(&c.meta, now) {
                 self.close_conn(c, reason);
@@ -89,46 +88,47 @@ impl<M: Manager> PoolInner<M> {
                 self.requeue(c);
                 continue;
             }
-            let mut held = Held::new(self, c);
+            let mut unit = Unit::new(&self.engine, self, Token::Conn(c));
+            let Token::Conn(c) = unit.token() else {
+                unreachable!("the unit holds the connection")
+            };
             let far = now + self.config.check_timeout;
-            match self.check_conn(held.get(), far).await {
-                Ok(()) => self.requeue(held.take()),
-                // Closed after `check_retries` failures in a row, or at once when the manager
-                // says the failure broke it (a dead socket is not worth another try). A
-                // connection kept after a failure is checked again before it is lent.
-                Err(_)
-                    if held.get().meta.failed_checks >= self.config.check_retries
-                        || !crate::engine::Hooks::is_reusable(self, &mut held.get().conn) =>
-                {
-                    self.close_conn(held.take(), CloseReason::CheckFailed);
-                }
-                Err(_) => self.requeue(held.take()),
+            let failed = self.check_conn(c, far).await.is_err();
+            // Closed after `check_retries` failures in a row, or at once when the manager says
+            // the failure broke it (a dead socket is not worth another try). A connection kept
+            // after a failure is checked again before it is lent.
+            if failed
+                && (c.meta.failed_checks >= self.config.check_retries
+                    || !crate::engine::Hooks::is_reusable(self, &mut c.conn))
+            {
+                let c = unit.take_conn();
+                self.close_conn(c, CloseReason::CheckFailed);
+            } else {
+                self.requeue(unit.take_conn());
             }
         }
-        drop(permit);
     }
 
     /// Opens connections until `min_idle` are idle (within `max_size`).
     async fn refill(&self) {
         let want = self.config.min_idle;
-        while want > 0
-            && !self.is_closed()
-            && self.idle.len() < want
-            && self.size() < self.admission.max()
-        {
-            if !self.admission.try_acquire() {
+        while want > 0 && !self.is_closed() && self.idle.len() < want {
+            if !self.engine.try_reserve() {
                 return;
             }
-            let permit = Permit::new(&self.admission);
+            // Dropped on any early return: the slot goes on.
+            let unit = Unit::new(&self.engine, self, Token::Slot);
             let entry = match self.backends.pick(self.config.balance, &[]) {
                 Picked::Dial(e) => e,
                 Picked::AllBackedOff(_) | Picked::None => return,
             };
             match self.dial(&entry, None).await {
-                Ok(c) => self.requeue(c),
+                Ok(c) => {
+                    drop(unit.take());
+                    self.requeue(c);
+                }
                 Err(_) => return,
             }
-            drop(permit);
         }
     }
 }

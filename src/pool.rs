@@ -3,22 +3,25 @@
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::admission::AcquireError;
-use crate::backends::{Backend, BackendEntry, Backends, Picked};
+use std::sync::OnceLock;
+
+use crate::backends::{Backend, BackendEntry, Backends, Picked, IDLE, IN_USE};
 use crate::config::{Config, TestOnBorrow};
 use crate::discovery::UpdatesShared;
-use crate::engine::{Engine, Hooks, Permit};
+use crate::engine::{Engine, Hooks, Unit, WaitError};
 use crate::error::{BuildError, Error};
 use crate::events::{Callbacks, CloseReason, Event};
-use crate::idle::{Conn, LazyNow, Meta};
+use crate::idle::{Conn, LazyNow, Meta, Token};
+use crate::lanes::{self, Lane};
 use crate::manager::Manager;
-use crate::pooled::Pooled;
+use crate::pooled::{Anchor, Pooled, PooledRef};
 use crate::stats::{self, BackendStatus, Counters, Stats, Status};
-use crate::sync::{Arc, Instant, Ordering, WaitQueue};
+use crate::sync::{Arc, CachePadded, Instant, Ordering, WaitQueue};
 
 /// A pool of connections spread over a live set of backends.
 ///
@@ -64,8 +67,26 @@ pub struct Pool<M: Manager> {
 }
 
 /// Dropped with the last `Pool` clone: closes the pool (lent connections close on return).
+///
+/// Holds one [`Anchor`] per thread lane (see `lanes.rs`): each `Pooled` keeps the pool alive
+/// through its lane's anchor, so the reference counts that every get and return changes sit on
+/// a line of the calling thread's own, not on one line that every core pulls back and forth.
 struct Handle<M: Manager> {
     inner: Arc<PoolInner<M>>,
+    /// Created on a lane's first get; the last one is shared by threads without a lane.
+    anchors: Box<[OnceLock<Arc<Anchor<M>>>]>,
+}
+
+impl<M: Manager> Handle<M> {
+    /// The anchor of `lane`, the calling thread's (created on its first get).
+    #[inline]
+    fn anchor(&self, lane: Lane) -> Arc<Anchor<M>> {
+        let slot = lane.slot(self.anchors.len() - 1);
+        Arc::clone(
+            self.anchors[slot]
+                .get_or_init(|| Arc::new(Anchor(CachePadded::new(Arc::clone(&self.inner))))),
+        )
+    }
 }
 
 impl<M: Manager> Drop for Handle<M> {
@@ -112,6 +133,10 @@ pub(crate) struct PoolInner<M: Manager> {
     pub(crate) shutdown: WaitQueue,
     pub(crate) updates: Option<Arc<UpdatesShared>>,
     last_connect_error: Mutex<Option<String>>,
+    /// Does anything read a returned connection's `last_used`: the idle timeout (get and
+    /// maintenance), an idle-based check on borrow, keepalive (`Meta::quiet_for`)? Fixed at
+    /// build time (see [`Hooks::stamps_returns`]).
+    stamps_returns: bool,
 }
 
 impl<M: Manager> Pool<M> {
@@ -122,12 +147,20 @@ impl<M: Manager> Pool<M> {
 
     pub(crate) fn from_inner(inner: Arc<PoolInner<M>>) -> Self {
         Pool {
-            handle: Arc::new(Handle { inner }),
+            handle: Arc::new(Handle {
+                inner,
+                anchors: (0..=lanes::owned()).map(|_| OnceLock::new()).collect(),
+            }),
         }
     }
 
     pub(crate) fn inner(&self) -> &Arc<PoolInner<M>> {
         &self.handle.inner
+    }
+
+    /// The calling thread's anchor (what a `Pooled` keeps the pool alive with).
+    pub(crate) fn anchor(&self) -> Arc<Anchor<M>> {
+        self.handle.anchor(Lane::current())
     }
 
     /// Gets a connection, waiting up to `wait_timeout` for the whole get (slot, connect and
@@ -143,23 +176,46 @@ impl<M: Manager> Pool<M> {
     /// connect error), [`Error::Exhausted`] when `wait_timeout` is zero and no slot is free,
     /// [`Error::Closed`], [`Error::NoBackends`], [`Error::Connect`] when every backend tried
     /// failed or all are backed off, [`Error::Check`] when a new connection failed its check.
-    pub async fn get(&self) -> Result<Pooled<M>, Error<M::Error>> {
-        self.get_timeout(self.inner().config.wait_timeout).await
+    ///
+    /// The future is [`Get`]: an idle connection comes back from its first poll, without
+    /// allocating or reading the clock; a get that must wait, dial or check goes on in a boxed
+    /// future of its own.
+    pub fn get(&self) -> Get<'_, M> {
+        self.get_timeout(self.inner().config.wait_timeout)
     }
 
     /// [`get`](Self::get) with its own timeout instead of `wait_timeout` (`ZERO` = fail fast).
-    pub async fn get_timeout(&self, timeout: Duration) -> Result<Pooled<M>, Error<M::Error>> {
-        let inner = self.inner();
-        let mut track = GetTrack {
-            counters: &inner.counters,
-            done: false,
-        };
-        let r = inner.get_inner(timeout).await;
-        track.done = true;
-        r.map(|(conn, permit)| {
-            permit.disarm();
-            Pooled::new(Arc::clone(inner), conn)
-        })
+    ///
+    /// A get with the pool's `wait_timeout` waits on the pool's one shared timer; a get with
+    /// another timeout arms a timer of its own while it waits (a little more work per wait).
+    pub fn get_timeout(&self, timeout: Duration) -> Get<'_, M> {
+        Get(GetCore::new(self, timeout))
+    }
+
+    /// [`get`](Self::get), lending a [`PooledRef`] that borrows this handle instead of a
+    /// [`Pooled`] that owns a reference to the pool: the same connection, the same rules, and
+    /// no reference count taken or given back, which makes a hit about a third cheaper. Use it
+    /// where the connection does not outlive the handle (a request handler holding
+    /// `&Pool`); [`PooledRef::into_owned`] converts when it must.
+    ///
+    /// ```
+    /// # use connpool::{Backend, Manager, Pool};
+    /// # struct Numbers;
+    /// # impl Manager for Numbers {
+    /// #     type Connection = u64;
+    /// #     type Error = std::io::Error;
+    /// #     async fn connect(&self, _: &Backend) -> Result<u64, std::io::Error> { Ok(42) }
+    /// #     async fn check(&self, _: &mut u64) -> Result<(), std::io::Error> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = Pool::builder(Numbers).build()?;
+    /// let conn = pool.get_ref().await?;
+    /// assert_eq!(*conn, 42);
+    /// # Ok(()) }
+    /// ```
+    pub fn get_ref(&self) -> GetRef<'_, M> {
+        GetRef(GetCore::new(self, self.inner().config.wait_timeout))
     }
 
     /// An idle connection now, or `Error::Exhausted`. Never waits and never dials. Stale
@@ -174,10 +230,7 @@ impl<M: Manager> Pool<M> {
             .engine
             .try_take(&mut LazyNow::new(), inner.config.idle_timeout, &**inner)
         {
-            Some(c) => {
-                inner.counters.hits.add(1);
-                Ok(Pooled::new(Arc::clone(inner), c))
-            }
+            Some(c) => Ok(Pooled::new(self.handle.anchor(Lane::current()), c)),
             None => {
                 stats::bump(&inner.counters.exhausted);
                 Err(Error::Exhausted)
@@ -192,7 +245,7 @@ impl<M: Manager> Pool<M> {
 
     /// The pool's counters now.
     pub fn stats(&self) -> Stats {
-        self.inner().counters.snapshot()
+        self.inner().stats()
     }
 
     /// The current configuration (with `max_size` as last set).
@@ -249,34 +302,154 @@ impl<M: Manager> Pool<M> {
     }
 }
 
-/// Counts a get future dropped before it finished.
-struct GetTrack<'a> {
-    counters: &'a Counters,
+/// The future of [`Pool::get`] and [`Pool::get_timeout`]: resolves to a [`Pooled`] or an
+/// [`Error`]. `Send`; cancel-safe (see [`Pool`]); polling it after it resolved panics.
+#[must_use = "futures do nothing unless polled"]
+pub struct Get<'a, M: Manager>(GetCore<'a, M>);
+
+/// The future of [`Pool::get_ref`]: resolves to a [`PooledRef`] or an [`Error`]. `Send`;
+/// cancel-safe (see [`Pool`]); polling it after it resolved panics.
+#[must_use = "futures do nothing unless polled"]
+pub struct GetRef<'a, M: Manager>(GetCore<'a, M>);
+
+/// What both get futures share: the fast path in the first poll, the rest boxed.
+struct GetCore<'a, M: Manager> {
+    pool: &'a Pool<M>,
+    timeout: Duration,
+    /// The rest of a get that did not hit at once (boxed: a wait's state is large, and a
+    /// hit should not pay for moving it).
+    slow: Option<SlowGet<'a, M>>,
     done: bool,
 }
 
-impl Drop for GetTrack<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            stats::bump(&self.counters.cancelled);
+/// A lent connection and the lane it was lent on, or why a get failed.
+type LentOn<M> = Result<(Conn<<M as Manager>::Connection>, Lane), Error<<M as Manager>::Error>>;
+
+type SlowGet<'a, M> = Pin<
+    Box<
+        dyn Future<Output = Result<Conn<<M as Manager>::Connection>, Error<<M as Manager>::Error>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+impl<'a, M: Manager> GetCore<'a, M> {
+    fn new(pool: &'a Pool<M>, timeout: Duration) -> Self {
+        GetCore {
+            pool,
+            timeout,
+            slow: None,
+            done: false,
+        }
+    }
+
+    /// The lent connection (and the lane it was lent on), or why not.
+    #[inline]
+    fn poll_conn(&mut self, cx: &mut std::task::Context<'_>) -> Poll<LentOn<M>> {
+        assert!(!self.done, "a connpool get future polled after it resolved");
+        if self.slow.is_none() {
+            let inner = self.pool.inner();
+            let first = match inner.fast_path() {
+                Fast::Hit(conn, lane) => {
+                    self.done = true;
+                    return Poll::Ready(Ok((conn, lane)));
+                }
+                Fast::Closed => {
+                    self.done = true;
+                    return Poll::Ready(Err(Error::Closed));
+                }
+                Fast::Unit(t) => Some(t),
+                Fast::Queue => None,
+            };
+            self.slow = Some(Box::pin(inner.get_slow(self.timeout, first)));
+        }
+        let slow = self.slow.as_mut().expect("set above");
+        match slow.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.done = true;
+                self.slow = None;
+                Poll::Ready(r.map(|conn| (conn, Lane::current())))
+            }
         }
     }
 }
 
-/// A connection out of the idle queue (or just opened) owned by a get in progress. Dropped
-/// without `take` (the get was cancelled mid-check), it is closed: its state is unknown.
+impl<M: Manager> Drop for GetCore<'_, M> {
+    fn drop(&mut self) {
+        if self.slow.is_some() && !self.done {
+            // Dropped mid-way (the slow future gives back whatever it held as it drops).
+            stats::bump(&self.pool.inner().counters.cancelled);
+        }
+    }
+}
+
+impl<'a, M: Manager> Future for Get<'a, M> {
+    type Output = Result<Pooled<M>, Error<M::Error>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let core = &mut self.get_mut().0;
+        let pool = core.pool;
+        core.poll_conn(cx)
+            .map(|r| r.map(|(conn, lane)| Pooled::new(pool.handle.anchor(lane), conn)))
+    }
+}
+
+impl<'a, M: Manager> Future for GetRef<'a, M> {
+    type Output = Result<PooledRef<'a, M>, Error<M::Error>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let core = &mut self.get_mut().0;
+        let pool = core.pool;
+        core.poll_conn(cx)
+            .map(|r| r.map(|(conn, _)| PooledRef::new(pool.inner(), pool, conn)))
+    }
+}
+
+impl<M: Manager> fmt::Debug for Get<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt_fields(f.debug_struct("Get"))
+    }
+}
+
+impl<M: Manager> fmt::Debug for GetRef<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt_fields(f.debug_struct("GetRef"))
+    }
+}
+
+impl<M: Manager> GetCore<'_, M> {
+    fn fmt_fields(&self, mut d: fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        d.field("timeout", &self.timeout)
+            .field("waiting", &self.slow.is_some())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+/// What the fast path of a get found.
+enum Fast<C> {
+    /// An idle connection, lent (on this lane).
+    Hit(Conn<C>, Lane),
+    /// The pool is closed.
+    Closed,
+    /// A unit that needs more work: an idle connection to check, or a slot to dial with.
+    Unit(Token<C>),
+    /// Nothing now (or others queue already): wait in line.
+    Queue,
+}
+
+/// A connection just opened by a get, while its check runs. Dropped without `take` (the get
+/// was cancelled mid-check), it is closed (its state is unknown); the get's slot, held by its
+/// [`Unit`], is not this guard's to free.
 pub(crate) struct Held<'a, M: Manager> {
     inner: &'a PoolInner<M>,
     conn: Option<Conn<M::Connection>>,
 }
 
-impl<'a, M: Manager> Held<'a, M> {
-    pub(crate) fn new(inner: &'a PoolInner<M>, c: Conn<M::Connection>) -> Self {
-        Held {
-            inner,
-            conn: Some(c),
-        }
-    }
+impl<M: Manager> Held<'_, M> {
     pub(crate) fn get(&mut self) -> &mut Conn<M::Connection> {
         self.conn.as_mut().expect("Held is used only before take")
     }
@@ -288,7 +461,9 @@ impl<'a, M: Manager> Held<'a, M> {
 impl<M: Manager> Drop for Held<'_, M> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            self.inner.close_conn(c, CloseReason::Cancelled);
+            self.inner
+                .engine
+                .close_keep(c, CloseReason::Cancelled, self.inner);
         }
     }
 }
@@ -370,6 +545,9 @@ impl<M: Manager> PoolInner<M> {
             shutdown: WaitQueue::new(),
             updates,
             last_connect_error: Mutex::new(None),
+            stamps_returns: config.idle_timeout.is_some()
+                || matches!(config.test_on_borrow, TestOnBorrow::IdleFor(_))
+                || config.keepalive.is_some(),
             config,
         }
     }
@@ -380,18 +558,40 @@ impl<M: Manager> PoolInner<M> {
         }
     }
 
-    /// The whole of a get after its bookkeeping: slot, idle queue, dial.
-    async fn get_inner(
+    /// The fast path of a get, while nobody is queued: an idle connection (the hit: no clock
+    /// read, no shared write, no await), else a free slot to dial with.
+    #[inline]
+    fn fast_path(&self) -> Fast<M::Connection> {
+        if self.is_closed() {
+            return Fast::Closed;
+        }
+        if !self.engine.no_waiters() {
+            return Fast::Queue;
+        }
+        let lane = Lane::current();
+        let mut now = LazyNow::new();
+        let fresh = |meta: &Meta, now: &mut LazyNow| !self.wants_check_on_borrow(meta, now);
+        match self
+            .engine
+            .hit(&mut now, self.config.idle_timeout, lane, self, fresh)
+        {
+            Some(Ok(c)) => Fast::Hit(c, lane),
+            Some(Err(c)) => Fast::Unit(Token::Conn(c)),
+            None if self.engine.try_reserve() => Fast::Unit(Token::Slot),
+            None => Fast::Queue,
+        }
+    }
+
+    /// The rest of a get that did not hit at once: waits in line for a unit if it has none,
+    /// then turns its unit into a lent connection.
+    async fn get_slow(
         &self,
         timeout: Duration,
-    ) -> Result<(Conn<M::Connection>, Permit<'_>), Error<M::Error>> {
-        if self.is_closed() {
-            return Err(Error::Closed);
-        }
+        first: Option<Token<M::Connection>>,
+    ) -> Result<Conn<M::Connection>, Error<M::Error>> {
         // The get's start, read from the clock only when first needed (a wait, a check, a
-        // dial, an error): a hit that does none of these reads no clock (see `LazyNow`).
-        // Until then the get has only taken a free permit, which uses no measurable part of
-        // its timeout, so the deadline is the same in effect.
+        // dial, an error). Until then the get has only popped or reserved, which uses no
+        // measurable part of its timeout, so the deadline is the same in effect.
         let mut started = LazyNow::new();
         // A zero timeout means "never wait for a slot"; the connect and checks the get may
         // still need are then bounded by connect_timeout and check_timeout alone.
@@ -403,86 +603,105 @@ impl<M: Manager> PoolInner<M> {
             }
         };
 
-        // 1. A slot.
-        if !self.admission.try_acquire_fair() {
-            if timeout.is_zero() {
-                stats::bump(&self.counters.exhausted);
-                return Err(Error::Exhausted);
+        // 1. A unit: the one the fast path found, else one handed over by a return.
+        let token = match first {
+            Some(t) => t,
+            None => {
+                if timeout.is_zero() {
+                    stats::bump(&self.counters.exhausted);
+                    return Err(Error::Exhausted);
+                }
+                let start = started.get();
+                let deadline = deadline_after(start, timeout);
+                self.counters.wait_started();
+                // The pool's own `wait_timeout` is the line's shared deadline: kept by one
+                // timer for all such waiters (see `admission.rs`); another timeout arms its own.
+                let shared = timeout == self.config.wait_timeout;
+                let waited = self.engine.acquire(self, Some(deadline), shared).await;
+                self.counters.wait_ended(start.elapsed());
+                match waited {
+                    Ok(t) => t,
+                    Err(WaitError::Closed) => return Err(Error::Closed),
+                    Err(WaitError::TimedOut) => return Err(self.timed_out_waiting(start, true)),
+                }
             }
-            let start = started.get();
-            let deadline = deadline_after(start, timeout);
-            self.counters.waits.add(1);
-            let waited = tokio::time::timeout_at(deadline, self.admission.acquire()).await;
-            stats::add_wait(&self.counters, start.elapsed());
-            match waited {
-                Ok(Ok(())) => {}
-                Ok(Err(AcquireError::Closed)) => return Err(Error::Closed),
-                Err(_) => return Err(self.timed_out_waiting(start, true)),
-            }
-        }
-        let permit = Permit::new(&self.admission);
+        };
+        let mut unit = Unit::new(&self.engine, self, token);
         if self.is_closed() {
             return Err(Error::Closed);
         }
 
-        // 2. An idle connection.
-        let mut now = LazyNow::new();
+        // 2. A fresh connection from it. Whatever goes wrong from here on, `unit` gives the
+        // unit back (a connection cancelled mid-check is closed: its state is unknown).
         loop {
-            while let Some(c) = self
-                .engine
-                .pop_fresh(&mut now, self.config.idle_timeout, self)
-            {
-                let mut held = Held {
-                    inner: self,
-                    conn: Some(c),
-                };
-                if self.wants_check_on_borrow(&held.get().meta, &mut now) {
-                    let start = started.get();
-                    let deadline = deadline_from(start);
-                    let check = self.check_conn(held.get(), deadline);
-                    match tokio::time::timeout_at(deadline, check).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => {
-                            self.close_conn(held.take(), CloseReason::CheckFailed);
-                            now = LazyNow::new();
+            match unit.token() {
+                Token::Conn(c) => {
+                    let mut now = LazyNow::new();
+                    if let Some(reason) = c.meta.stale_reason(&mut now, self.config.idle_timeout) {
+                        unit.close_keep(reason);
+                        continue;
+                    }
+                    if self.wants_check_on_borrow(&c.meta, &mut now) {
+                        let start = started.get();
+                        let deadline = deadline_from(start);
+                        let check = self.check_conn(c, deadline);
+                        match tokio::time::timeout_at(deadline, check).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => {
+                                unit.close_keep(CloseReason::CheckFailed);
+                                continue;
+                            }
+                            // The whole get ran out of time mid-check: `unit` closes the
+                            // connection (its state is unknown).
+                            Err(_) => return Err(self.timed_out(start)),
+                        }
+                    }
+                    return Ok(self.engine.lend(unit.take_conn(), Lane::current()));
+                }
+                Token::Slot => {
+                    // An idle connection may have come back meanwhile: prefer it (and let the
+                    // slot go on).
+                    let lane = Lane::current();
+                    if let Some(c) = self.engine.pop_fresh(
+                        &mut LazyNow::new(),
+                        self.config.idle_timeout,
+                        lane,
+                        self,
+                    ) {
+                        unit.set_conn(c, true);
+                        continue;
+                    }
+                    // Before discovery's first list arrives there is nothing to dial yet: wait
+                    // for it (holding the slot).
+                    if !self.backends.snapshot().known {
+                        let deadline = deadline_from(started.get());
+                        let listener = self.backends_changed.listen();
+                        if self.backends.snapshot().known || self.is_closed() {
                             continue;
                         }
-                        // The whole get ran out of time mid-check: `held` closes the
-                        // connection (its state is unknown).
-                        Err(_) => return Err(self.timed_out(start)),
+                        if tokio::time::timeout_at(deadline, listener).await.is_err() {
+                            stats::bump(&self.counters.no_backends);
+                            return Err(Error::NoBackends);
+                        }
+                        if self.is_closed() {
+                            return Err(Error::Closed);
+                        }
+                        continue;
                     }
+                    // 3. A new connection, on the slot.
+                    let start = started.get();
+                    let c = self.dial_for_get(start, deadline_from(start)).await?;
+                    unit.set_conn(c, false);
+                    if self.is_closed() {
+                        unit.close_keep(CloseReason::PoolClosed);
+                        return Err(Error::Closed);
+                    }
+                    let c = self.engine.lend(unit.take_conn(), Lane::current());
+                    self.counters.miss();
+                    return Ok(c);
                 }
-                self.counters.hits.add(1);
-                return Ok((self.lend(held.take()), permit));
             }
-            // Before discovery's first list arrives there is nothing to dial yet: wait for it.
-            if self.backends.snapshot().known {
-                break;
-            }
-            let deadline = deadline_from(started.get());
-            let listener = self.backends_changed.listen();
-            if self.backends.snapshot().known || self.is_closed() {
-                continue;
-            }
-            if tokio::time::timeout_at(deadline, listener).await.is_err() {
-                stats::bump(&self.counters.no_backends);
-                return Err(Error::NoBackends);
-            }
-            if self.is_closed() {
-                return Err(Error::Closed);
-            }
-            now = LazyNow::new();
         }
-
-        // 3. A new connection.
-        let start = started.get();
-        let c = self.dial_for_get(start, deadline_from(start)).await?;
-        if self.is_closed() {
-            self.close_conn(c, CloseReason::PoolClosed);
-            return Err(Error::Closed);
-        }
-        stats::bump(&self.counters.misses);
-        Ok((self.lend(c), permit))
     }
 
     fn wants_check_on_borrow(&self, meta: &Meta, now: &mut LazyNow) -> bool {
@@ -516,15 +735,17 @@ impl<M: Manager> PoolInner<M> {
             Ok(Err(panic)) => Err(CheckFailure::Panicked(panic)),
             Err(_) => Err(CheckFailure::TimedOut(self.config.check_timeout)),
         };
-        let addr = c.meta.backend.backend.addr();
+        // One `DerefMut` of the boxed entry, then disjoint field borrows.
+        let c = &mut c.meta;
+        let addr = c.backend.backend.addr();
         match &r {
             Ok(()) => {
-                c.meta.last_checked = Instant::now();
-                c.meta.failed_checks = 0;
+                c.last_checked = Instant::now();
+                c.failed_checks = 0;
                 self.emit(|f| f(&Event::CheckPassed { backend: addr }));
             }
             Err(failure) => {
-                c.meta.failed_checks = c.meta.failed_checks.saturating_add(1);
+                c.failed_checks = c.failed_checks.saturating_add(1);
                 stats::bump(&self.counters.check_failures);
                 let msg = failure.message();
                 tracing::warn!(pool = %self.config.name, backend = addr, error = %msg, "connpool: check failed");
@@ -585,7 +806,8 @@ impl<M: Manager> PoolInner<M> {
                         {
                             Ok(Ok(())) => c = held.take(),
                             Ok(Err(failure)) => {
-                                self.close_conn(held.take(), CloseReason::CheckFailed);
+                                self.engine
+                                    .close_keep(held.take(), CloseReason::CheckFailed, self);
                                 last = Some(Error::Check {
                                     backend: entry.backend.addr().to_owned(),
                                     message: failure.message(),
@@ -617,8 +839,9 @@ impl<M: Manager> PoolInner<M> {
         }
     }
 
-    /// Opens one connection to `entry` under `connect_timeout` (and the get's deadline).
-    /// `size` is raised for the duration, so the hard bound counts connects in flight.
+    /// Opens one connection to `entry` under `connect_timeout` (and the get's deadline), on
+    /// a slot the caller holds (the pool's `size` already counts it, so the hard bound counts
+    /// connects in flight); the backend's `size` is raised for the duration.
     pub(crate) async fn dial(
         &self,
         entry: &Arc<BackendEntry>,
@@ -638,13 +861,14 @@ impl<M: Manager> PoolInner<M> {
                 self.backends.connect_ok(entry);
                 tracing::debug!(pool = %self.config.name, backend = addr, "connpool: connected");
                 self.emit(|f| f(&Event::Connected { backend: addr }));
-                let c = Conn {
+                let c = Conn::new(
                     conn,
-                    meta: Meta::new(Arc::clone(entry), Instant::now(), self.config.max_lifetime),
-                };
+                    Meta::new(Arc::clone(entry), Instant::now(), self.config.max_lifetime),
+                );
                 if entry.is_removed() {
-                    // Removed while we dialed: the connection is born stale.
-                    self.close_conn(c, CloseReason::BackendGone);
+                    // Removed while we dialed: the connection is born stale (the caller keeps
+                    // its slot).
+                    self.engine.close_keep(c, CloseReason::BackendGone, self);
                     return Err(DialError::Failed {
                         source: None,
                         message: "backend removed while connecting".to_owned(),
@@ -695,11 +919,10 @@ impl<M: Manager> PoolInner<M> {
         stats::bump(&self.counters.timeouts);
         Error::Timeout {
             waited: start.elapsed(),
-            max_size: self.admission.max(),
+            max_size: self.engine.max(),
             size: self.size(),
-            // Relaxed: gauges for the diagnostic.
-            in_use: self.in_use.gauge(),
-            waiters: self.admission.waiters() + usize::from(waiting),
+            in_use: self.engine.in_use(),
+            waiters: self.engine.waiters() + usize::from(waiting),
             last_connect_error: self
                 .last_connect_error
                 .lock()
@@ -708,19 +931,26 @@ impl<M: Manager> PoolInner<M> {
         }
     }
 
-    /// Closes a connection that is out of the queue and not lent (see [`Hooks::on_close`]).
+    /// Closes a connection that is out of the queue and not lent; its unit goes on (see
+    /// [`Hooks::on_close`] and [`Engine::close_conn`]).
     pub(crate) fn close_conn(&self, c: Conn<M::Connection>, reason: CloseReason) {
         self.engine.close_conn(c, reason, self);
     }
 
     /// The return path of a lent connection (called by `Pooled::drop`). Never blocks.
+    #[inline]
     pub(crate) fn give_back(&self, c: Conn<M::Connection>, panicking: bool) {
         self.engine.give_back(c, panicking, self);
     }
 
-    /// Puts a healthy connection back in the idle queue (see [`Engine::requeue`]).
+    /// Gives a healthy connection back (to a waiter, or the idle queue).
     pub(crate) fn requeue(&self, c: Conn<M::Connection>) {
-        self.engine.requeue(c, self);
+        self.engine.give(Token::Conn(c), self);
+    }
+
+    /// The pool's counters now.
+    pub(crate) fn stats(&self) -> Stats {
+        self.counters.snapshot(|| self.engine.lends())
     }
 
     /// Closes the idle connections of removed backends (see [`Engine::purge_stale`]).
@@ -774,12 +1004,11 @@ impl<M: Manager> PoolInner<M> {
     pub(crate) fn status(&self) -> Status {
         let set = self.backends.snapshot();
         Status {
-            max_size: self.admission.max(),
+            max_size: self.engine.max(),
             size: self.size(),
             idle: self.idle.len(),
-            // Relaxed: gauges.
-            in_use: self.in_use.gauge(),
-            waiters: self.admission.waiters(),
+            in_use: self.engine.in_use(),
+            waiters: self.engine.waiters(),
             backends: set
                 .entries
                 .iter()
@@ -788,8 +1017,8 @@ impl<M: Manager> PoolInner<M> {
                     online: self.backends.is_online(e),
                     // Relaxed: gauges.
                     size: e.size.load(Ordering::Relaxed),
-                    idle: e.idle.gauge(),
-                    in_use: e.in_use.gauge(),
+                    idle: e.gauges.gauge(IDLE),
+                    in_use: e.gauges.gauge(IN_USE),
                     connect_errors: e.connect_errors.load(Ordering::Relaxed),
                 })
                 .collect(),
@@ -830,12 +1059,15 @@ impl<M: Manager> Hooks<M::Connection> for PoolInner<M> {
         catch_unwind(AssertUnwindSafe(|| self.manager.is_reusable(conn))).unwrap_or(false)
     }
 
+    type Sleep = tokio::time::Sleep;
+
+    fn sleep_until(&self, at: Instant) -> tokio::time::Sleep {
+        tokio::time::sleep_until(at)
+    }
+
+    #[inline]
     fn stamps_returns(&self) -> bool {
-        // The readers of `Meta::last_used`: the idle timeout (get and maintenance), an
-        // idle-based check on borrow and keepalive (`Meta::quiet_for`).
-        self.config.idle_timeout.is_some()
-            || matches!(self.config.test_on_borrow, TestOnBorrow::IdleFor(_))
-            || self.config.keepalive.is_some()
+        self.stamps_returns
     }
 }
 

@@ -2,88 +2,13 @@
 
 use std::time::Duration;
 
+use crate::lanes::{Cells, Lane};
 use crate::sync::{AtomicU64, CachePadded, Ordering};
 
-/// Stripes of a [`Striped`] counter.
-const STRIPES: usize = 8;
-
-/// A counter or gauge written on every get and every return, split over cache lines.
-///
-/// A single atomic written by every core is one cache line pulled from core to core on each
-/// get and return; here each thread adds to the stripe its thread picks (by the address of a
-/// thread-local), so threads on different cores mostly write different lines, and readers
-/// (status, stats; rare) sum the stripes. Values wrap: a gauge raised on one thread and
-/// lowered on another leaves one stripe above and one below zero, and the sum is exact.
-///
-/// # Synchronization
-///
-/// Every operation is Relaxed: nothing is published through these numbers. The sum reads
-/// each stripe once; it is exact at rest (no get or return in flight) and otherwise may be
-/// off by the operations in flight, as the docs of [`Status`] say. A counter's sum never goes
-/// down between two reads ordered one after the other: each stripe only grows and is read
-/// coherently.
-pub(crate) struct Striped {
-    stripes: [CachePadded<AtomicU64>; STRIPES],
-}
-
-impl Default for Striped {
-    fn default() -> Self {
-        Striped {
-            stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
-        }
-    }
-}
-
-thread_local! {
-    /// Only its address is used: it tells threads apart without any shared state.
-    static STRIPE_KEY: u8 = const { 0 };
-}
-
-/// This thread's stripe.
-#[inline]
-fn stripe() -> usize {
-    // Thread-locals live in per-thread blocks at least a few hundred bytes apart; drop the
-    // low bits (the same in every thread) and fold a few above them. Two threads that share
-    // a stripe only share a cache line, never a count.
-    let addr = STRIPE_KEY
-        .try_with(|k| std::ptr::from_ref(k) as usize)
-        .unwrap_or(0);
-    (addr >> 12 ^ addr >> 16 ^ addr >> 20) % STRIPES
-}
-
-impl Striped {
-    /// Adds `n` (wrapping).
-    #[inline]
-    pub(crate) fn add(&self, n: u64) {
-        // Relaxed: see the type's docs.
-        self.stripes[stripe()].fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Subtracts `n` (wrapping; another stripe holds the matching add).
-    #[inline]
-    pub(crate) fn sub(&self, n: u64) {
-        // Relaxed: see the type's docs.
-        self.stripes[stripe()].fetch_sub(n, Ordering::Relaxed);
-    }
-
-    /// The total of a counter.
-    pub(crate) fn sum(&self) -> u64 {
-        self.stripes
-            // Relaxed: see the type's docs.
-            .iter()
-            .fold(0u64, |a, s| a.wrapping_add(s.load(Ordering::Relaxed)))
-    }
-
-    /// The total of a gauge, 0 if operations in flight make it look negative.
-    pub(crate) fn gauge(&self) -> usize {
-        let sum = self.sum();
-        if sum > u64::MAX / 2 {
-            0
-        } else {
-            usize::try_from(sum).unwrap_or(usize::MAX)
-        }
-    }
-}
+/// [`Counters::waits`]: gets that waited.
+const WAITS: usize = 0;
+/// [`Counters::waits`]: their total wait, in nanoseconds.
+const WAIT_NANOS: usize = 1;
 
 /// A snapshot of the pool's gauges.
 ///
@@ -176,34 +101,53 @@ pub struct Stats {
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// The live counters. Each is padded to its own cache line: gets and returns on many
-        /// cores would otherwise contend on one line.
+        /// cores would otherwise contend on one line. Hits are not counted here: every get
+        /// that succeeds lends a connection, and the engine counts lends in its lanes, so
+        /// `hits = lends - misses`.
         #[derive(Default)]
         pub(crate) struct Counters {
-            /// Bumped by every hit: striped (see [`Striped`]).
-            pub(crate) hits: Striped,
+            /// Bumped (Release) *after* the lend of each missed get, read (Acquire) *before*
+            /// the lends in a snapshot, so a snapshot never counts a miss whose lend it does
+            /// not also count: `hits = lends - misses` never goes below zero.
             pub(crate) misses: CachePadded<AtomicU64>,
-            /// Bumped by every get that waits (every get, while the pool is oversubscribed):
-            /// striped, like its total wait time.
-            pub(crate) waits: Striped,
+            /// Gets that waited ([`WAITS`]) and their total wait ([`WAIT_NANOS`]): every get
+            /// waits while the pool is oversubscribed, so per-thread lanes.
+            waits: Cells<2>,
             $(pub(crate) $name: CachePadded<AtomicU64>,)*
-            pub(crate) wait_nanos: Striped,
         }
 
         impl Counters {
-            pub(crate) fn snapshot(&self) -> Stats {
-                // Relaxed: independent monotonic counters; a snapshot reads each once.
-                let hits = self.hits.sum();
-                let misses = self.misses.load(Ordering::Relaxed);
+            /// A snapshot, given the engine's count of lends (successful gets).
+            pub(crate) fn snapshot(&self, lends: impl FnOnce() -> u64) -> Stats {
+                // Acquire: pairs with the Release in `miss`; read before the lends (see
+                // `misses`). The others are Relaxed: independent monotonic counters.
+                let misses = self.misses.load(Ordering::Acquire);
+                let gets = lends();
                 Stats {
-                    // Not a counter of its own: one fewer atomic add on every get, and
-                    // `gets == hits + misses` holds exactly in every snapshot.
-                    gets: hits + misses,
-                    hits,
+                    gets,
+                    hits: gets.saturating_sub(misses),
                     misses,
-                    waits: self.waits.sum(),
+                    waits: self.waits.sum(WAITS),
                     $($name: self.$name.load(Ordering::Relaxed),)*
-                    wait_time: Duration::from_nanos(self.wait_nanos.sum()),
+                    wait_time: Duration::from_nanos(self.waits.sum(WAIT_NANOS)),
                 }
+            }
+
+            /// Counts a get that is about to wait.
+            pub(crate) fn wait_started(&self) {
+                self.waits.add(Lane::current(), WAITS, 1);
+            }
+
+            /// Adds a finished wait's length to the total wait time.
+            pub(crate) fn wait_ended(&self, d: Duration) {
+                let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                self.waits.add(Lane::current(), WAIT_NANOS, nanos);
+            }
+
+            /// Counts a get served by a new connection, after its lend (see `misses`).
+            pub(crate) fn miss(&self) {
+                // Release: see `misses`.
+                self.misses.fetch_add(1, Ordering::Release);
             }
         }
     };
@@ -229,10 +173,4 @@ counters!(
 pub(crate) fn bump(c: &AtomicU64) {
     // Relaxed: a monotonic statistic; nothing is published through it.
     c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Adds a finished wait's length to the total wait time.
-pub(crate) fn add_wait(c: &Counters, d: Duration) {
-    c.wait_nanos
-        .add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
 }

@@ -38,14 +38,28 @@
 //! - The tokio parts of the pool (timeouts, the maintenance and discovery tasks, the
 //!   manager's futures) are not modelled; `tests/model.rs` and `tests/soak.rs` cover them.
 
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+/// The mutexes of the waiters' line and slots: loom's under loom, which must see a model
+/// thread block on one (their critical sections contain loom atomics).
+#[cfg(not(loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc as SlotArc;
+/// The reference count of a waiter's slot: loom's under loom (a slot holds loom atomics and
+/// is freed by whichever thread drops it last, which loom must see synchronized).
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc as SlotArc;
+
 /// `Arc`/`Weak` stay std's even under loom (loom has no `Weak`); the models drive the
 /// admission, idle and backend cores directly, which hold no `Arc` of their own.
 pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(loom)]
 pub(crate) use self::loom_stand_in::ArcSwap;
@@ -54,7 +68,7 @@ pub(crate) use arc_swap::ArcSwap;
 pub(crate) use crossbeam_queue::ArrayQueue;
 pub(crate) use crossbeam_utils::CachePadded;
 /// `event_listener::Event`, renamed: `connpool::Event` is our public callback type.
-pub(crate) use event_listener::{Event as WaitQueue, EventListener, Listener};
+pub(crate) use event_listener::Event as WaitQueue;
 
 /// The pool's clock. tokio's `Instant` so that tests can pause and advance time; outside a
 /// runtime it reads the system's monotonic clock. Under `cfg(loom)` too: tokio (a plain
@@ -66,6 +80,17 @@ pub(crate) type Instant = tokio::time::Instant;
 /// otherwise, where the `SeqCst` accesses on both sides already sit in one total order.
 #[inline(always)]
 pub(crate) fn handshake_fence() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}
+
+/// A `SeqCst` fence, under std and loom alike: the load half of a handshake on a slow path
+/// (a waiter's re-check, close, resize), where its cost does not matter and it spares the
+/// handshake any reliance on how a dependency orders its own loads.
+#[inline]
+pub(crate) fn fence_seqcst() {
+    #[cfg(not(loom))]
+    std::sync::atomic::fence(Ordering::SeqCst);
     #[cfg(loom)]
     loom::sync::atomic::fence(Ordering::SeqCst);
 }

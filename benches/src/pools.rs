@@ -46,8 +46,11 @@ pub trait BlockingPool: Send + Sync + 'static {
 /// Every contender, in table order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// This crate.
+    /// This crate, `Pool::get` (an owned `Pooled`).
     Connpool,
+    /// This crate, `Pool::get_ref` (a `PooledRef` borrowing the pool, as bb8's and qp's
+    /// guards do).
+    ConnpoolRef,
     /// bb8.
     Bb8,
     /// deadpool (managed).
@@ -66,8 +69,9 @@ pub enum Kind {
 
 impl Kind {
     /// All of them, in table order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Connpool,
+        Kind::ConnpoolRef,
         Kind::Bb8,
         Kind::Deadpool,
         Kind::Qp,
@@ -81,6 +85,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Connpool => "connpool",
+            Kind::ConnpoolRef => "connpool-ref",
             Kind::Bb8 => "bb8",
             Kind::Deadpool => "deadpool",
             Kind::Qp => "qp",
@@ -126,6 +131,10 @@ pub trait Visit {
 pub async fn with_async_pool<V: Visit>(kind: Kind, size: usize, v: V) -> Option<V::Out> {
     Some(match kind {
         Kind::Connpool => v.visit(warm(connpool_pool(size)?, size).await).await,
+        Kind::ConnpoolRef => {
+            v.visit(warm(ConnpoolRef(connpool_pool(size)?), size).await)
+                .await
+        }
         Kind::Bb8 => v.visit(warm(Bb8Pool::new(size).await, size).await).await,
         Kind::Deadpool => v.visit(warm(DeadpoolPool::new(size), size).await).await,
         Kind::Qp => v.visit(warm(QpPool::new(size), size).await).await,
@@ -187,6 +196,22 @@ impl AsyncPool for connpool::Pool<ConnpoolManager> {
         match connpool::Pool::get(self).await {
             Ok(c) => c,
             Err(e) => panic!("connpool get failed: {e}"),
+        }
+    }
+    fn touch(guard: &mut Self::Guard<'_>) {
+        guard.uses += 1;
+    }
+}
+
+/// connpool through `Pool::get_ref`: the borrowing guard.
+pub struct ConnpoolRef(pub connpool::Pool<ConnpoolManager>);
+
+impl AsyncPool for ConnpoolRef {
+    type Guard<'a> = connpool::PooledRef<'a, ConnpoolManager>;
+    async fn get(&self) -> Self::Guard<'_> {
+        match self.0.get_ref().await {
+            Ok(c) => c,
+            Err(e) => panic!("connpool get_ref failed: {e}"),
         }
     }
     fn touch(guard: &mut Self::Guard<'_>) {

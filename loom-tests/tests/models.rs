@@ -1,5 +1,6 @@
-//! Loom models of every concurrent path of connpool's engine: admission, hand-off,
-//! cancellation, close, resize, backend swap, fail-fast and connect failure.
+//! Loom models of every concurrent path of connpool's engine: admission (the hit, a slot's
+//! reservation), the waiters' line and its hand-off, cancellation, the timer duty's expiry and
+//! its passing on, close, resize, backend swap, fail-fast and connect failure.
 //!
 //! Each model drives the real code (`connpool::__loom::Core` wraps the crate's `Engine` and
 //! `Backends`), with at most 3 spawned threads. Run them with `scripts/loom.sh`; each is shown
@@ -7,7 +8,6 @@
 #![cfg(loom)]
 
 use std::future::Future;
-use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use connpool::__loom::{Core, GetError, Lent};
@@ -33,12 +33,12 @@ fn at_rest(core: &Core) {
     assert_eq!(
         core.live(),
         core.size(),
-        "open connections != size: {core:?}"
+        "open connections != size (a slot leaked): {core:?}"
     );
     assert_eq!(
-        core.available(),
-        core.max_size(),
-        "a permit leaked: {core:?}"
+        core.backend_sizes(),
+        core.size(),
+        "the backends' sizes do not add up to the pool's: {core:?}"
     );
 }
 
@@ -46,9 +46,9 @@ fn get(core: &Core) -> Result<Lent, GetError> {
     block_on(core.get(true))
 }
 
-/// Two getters, one permit: never both inside, both finish, nothing leaks.
-/// Catches `acquire_not_cas` (both take the one permit), `no_recheck` and `no_epoch_recheck`
-/// (a release that misses a registering waiter strands it: deadlock).
+/// Two getters, one unit: never both inside, both finish, nothing leaks.
+/// Catches `reserve_not_cas` (both reserve the one slot), `no_recheck` and `no_epoch_recheck`
+/// (a return that misses a registering waiter strands it: deadlock).
 #[test]
 fn two_getters_one_permit() {
     loom::model(|| {
@@ -59,7 +59,7 @@ fn two_getters_one_permit() {
                 let (core, inside) = (core.clone(), inside.clone());
                 thread::spawn(move || {
                     let c = get(&core).expect("get");
-                    assert_eq!(inside.fetch_add(1, SeqCst), 0, "two holders of one permit");
+                    assert_eq!(inside.fetch_add(1, SeqCst), 0, "two holders of one unit");
                     inside.fetch_sub(1, SeqCst);
                     core.give_back(c);
                 })
@@ -77,9 +77,8 @@ fn two_getters_one_permit() {
     });
 }
 
-/// A return while a getter is parked: the waiter is woken and gets *that* connection (push
-/// happens before release). Catches `release_before_push` (the woken waiter finds the queue
-/// empty and opens a second connection) and `no_recheck` (lost wake-up: deadlock).
+/// A return while a getter is parked: the waiter is woken and gets *that* connection (handed
+/// over, or found by its re-check). Catches `no_recheck` (lost wake-up: deadlock).
 #[test]
 fn return_wakes_parked_waiter() {
     loom::model(|| {
@@ -104,9 +103,8 @@ fn return_wakes_parked_waiter() {
     });
 }
 
-/// Two back-to-back returns, two parked waiters that keep what they get: both are woken.
-/// Catches `plain_notify` (`notify(1)` is a no-op while the first notification is
-/// unconsumed: the second permit goes to the counter and the second waiter sleeps forever).
+/// Two back-to-back returns, two parked waiters that keep what they get: both are woken, and
+/// neither opens a connection of its own.
 #[test]
 fn two_returns_wake_two_waiters() {
     loom::model(|| {
@@ -140,9 +138,10 @@ fn two_returns_wake_two_waiters() {
     });
 }
 
-/// A waiter cancelled at any point, including after a permit was handed to it: the permit
+/// A waiter cancelled at any point, including after a unit was handed to it: the unit
 /// passes on to the other waiter, and nothing leaks. Catches `cancel_drops_handoff` (the
-/// cancelled listener's permit is dropped: the other waiter sleeps forever).
+/// cancelled waiter drops the unit handed to it: the other waiter sleeps forever) and
+/// `hand_off_no_cas` (a return hands its unit to a slot whose waiter already left: lost).
 #[test]
 fn cancelled_waiter_passes_hand_off() {
     loom::model(|| {
@@ -151,15 +150,12 @@ fn cancelled_waiter_passes_hand_off() {
         let cancelled = {
             let core = core.clone();
             thread::spawn(move || {
-                let mut fut = core.acquire();
+                let mut fut = core.acquire(false);
                 let mut cx = Context::from_waker(Waker::noop());
-                match Pin::new(&mut fut).poll(&mut cx) {
-                    // It got the permit at once (the return came first): give it back.
-                    Poll::Ready(r) => {
-                        r.expect("not closed");
-                        drop(core.permit());
-                    }
-                    // Parked; loom may run the return (and its hand-off to us) before the drop.
+                match fut.as_mut().poll(&mut cx) {
+                    // It got the unit at once (its re-check saw the return): give it back.
+                    Poll::Ready(r) => r.expect("not closed").give_back(&core),
+                    // In line; loom may run the return (and its hand-off to us) before the drop.
                     Poll::Pending => drop(fut),
                 }
             })
@@ -176,6 +172,103 @@ fn cancelled_waiter_passes_hand_off() {
         waiter.join().unwrap();
         at_rest(&core);
         assert_eq!(core.opened(), 1);
+    });
+}
+
+/// The timer duty's walk expiring a waiter while a return hands it the one connection: the
+/// waiter either gets it or times out, never both; a connection it did not get is idle, and
+/// nothing leaks.
+#[test]
+fn expiry_races_hand_off() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(1, &["a"]));
+        let c0 = get(&core).unwrap();
+        let waiter = {
+            let core = core.clone();
+            thread::spawn(move || match block_on(core.get_with(true, true)) {
+                Ok(c) => core.give_back(c),
+                Err(e) => assert_eq!(e, GetError::TimedOut),
+            })
+        };
+        let expirer = {
+            let core = core.clone();
+            thread::spawn(move || core.expire_due())
+        };
+        core.give_back(c0);
+        expirer.join().unwrap();
+        // The walk may have run before the waiter was in line: then it is still waiting, and
+        // the return above (or this walk) lets it go.
+        core.expire_due();
+        waiter.join().unwrap();
+        at_rest(&core);
+        assert_eq!(core.opened(), 1);
+        assert_eq!(
+            core.idle(),
+            1,
+            "the one connection is back in the idle queue"
+        );
+    });
+}
+
+/// A walk of the timer duty before any deadline (its timer fired early, or a newcomer took the
+/// duty and walked) racing with a return: it expires nobody, and the waiter gets the
+/// connection. Catches `expire_early` (the walk expires waiters whatever their deadline).
+#[test]
+fn early_walk_expires_nobody() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(1, &["a"]));
+        let c0 = get(&core).unwrap();
+        let waiter = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let c =
+                    block_on(core.get_with(true, true)).expect("not expired before its deadline");
+                core.give_back(c);
+            })
+        };
+        let walker = {
+            let core = core.clone();
+            thread::spawn(move || core.expire_due_now())
+        };
+        core.give_back(c0);
+        walker.join().unwrap();
+        waiter.join().unwrap();
+        at_rest(&core);
+    });
+}
+
+/// The timer duty holder leaving (cancelled) while another waiter with a shared deadline
+/// stays: the duty passes to it (it is woken and takes it) before anything else happens.
+/// Catches `duty_not_passed` (nobody is woken to take the duty over, so the shared deadlines
+/// would go unwatched: the model waits forever for a holder, a deadlock loom reports).
+#[test]
+fn timer_duty_passes_on() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(1, &["a"]));
+        let c0 = get(&core).unwrap();
+        let leaver = {
+            let core = core.clone();
+            thread::spawn(move || {
+                // In line (taking the duty if it is free), then gone.
+                let mut first = core.acquire(true);
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(first.as_mut().poll(&mut cx).is_pending());
+                drop(first);
+            })
+        };
+        let stayer = {
+            let core = core.clone();
+            thread::spawn(move || {
+                let c = block_on(core.get_with(true, true)).expect("get");
+                core.give_back(c);
+            })
+        };
+        leaver.join().unwrap();
+        // The stayer (in line, or about to be) must end up holding the duty on its own.
+        core.wait_for_duty();
+        core.give_back(c0);
+        stayer.join().unwrap();
+        at_rest(&core);
     });
 }
 
@@ -251,8 +344,8 @@ fn close_races_get_and_return() {
 }
 
 /// Shrinking (2 → 1) while two getters get and return: never more than 2 open, and once all
-/// is back `size <= 1` and exactly one permit exists. Catches `resize_no_adjust` (the shrink
-/// does not take a permit away: two permits remain for `max_size` 1).
+/// is back `size <= 1` and only one unit exists. Catches `resize_no_adjust` (the shrink does
+/// not close the idle connection above the new size).
 #[test]
 fn resize_down_races_get_return() {
     loom::model(|| {
@@ -277,18 +370,18 @@ fn resize_down_races_get_return() {
         resizer.join().unwrap();
         assert_eq!(core.max_size(), 1);
         at_rest(&core);
-        // And the bound holds from here on: one get fits, the next finds no permit.
+        // And the bound holds from here on: one get fits, the next finds no unit.
         let c = get(&core).unwrap();
         assert!(
-            !core.try_acquire_fair(),
-            "a second permit exists at max_size 1"
+            core.try_get().is_none() && core.try_reserve().is_none(),
+            "a second unit exists at max_size 1"
         );
         core.give_back(c);
     });
 }
 
-/// Growing (1 → 2) while a getter waits and nothing comes back: the new permit wakes it.
-/// Catches `resize_no_wake` (the new permit goes to the counter unseen: deadlock).
+/// Growing (1 → 2) while a getter waits and nothing comes back: the new slot goes to it.
+/// Catches `resize_no_wake` (the new slot is there but nobody in line is told: deadlock).
 #[test]
 fn resize_up_wakes_waiter() {
     loom::model(|| {
@@ -367,9 +460,8 @@ fn set_backends_races_get_return() {
     });
 }
 
-/// The fail-fast `try_get` racing with a return while a permit is free: it gets the
-/// returned connection or `None`, never dials, and takes nothing when it fails. Catches
-/// `try_get_leaks_permit` (the failed try keeps its permit).
+/// The fail-fast `try_get` racing with a return while a slot is free: it gets the returned
+/// connection or `None`, never dials, and takes nothing when it fails.
 #[test]
 fn try_get_races_return() {
     loom::model(|| {
@@ -395,12 +487,12 @@ fn try_get_races_return() {
     });
 }
 
-/// A connect failure while another getter waits: the failing get releases its permit (which
-/// wakes the waiter) and its `size` slot. Catches `permit_guard_leaks` (the permit guard
-/// does not release: the waiter sleeps forever) and `opening_leaks_size` (`size` keeps the
-/// failed connect: `size != idle` at rest).
+/// A connect failure while another getter waits: the failing get gives its slot back (to the
+/// waiter, which then dials) and its backend's `size`. Catches `unit_guard_leaks` (the slot is
+/// never given back: the waiter sleeps forever) and `opening_leaks_size` (the backend's `size`
+/// keeps the failed connect).
 #[test]
-fn connect_failure_releases_permit() {
+fn connect_failure_releases_slot() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let failing = {
