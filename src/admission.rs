@@ -593,3 +593,52 @@ impl<'a, C> Queued<'a, C> {
         handed
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_that_leave_unserved_do_not_pile_up_in_line() {
+        let adm = Admission::<u32>::new();
+        // A hundred thousand waiters come and leave (cancelled, timed out) while a few stay;
+        // nothing is ever handed over, so nothing pops the line.
+        let stay: Vec<_> = (0..10).map(|_| Queued::new(&adm, None)).collect();
+        for _ in 0..100_000 {
+            let mut q = Queued::new(&adm, None);
+            assert!(q.leave().is_none());
+        }
+        let len = adm.line().slots.len();
+        assert!(
+            len <= 2 * stay.len() + 64,
+            "the line holds {len} slots for 10 waiters"
+        );
+        assert_eq!(adm.waiters(), 10);
+        // The ones that stayed are still in line, in order: hand-offs reach them.
+        for _ in 0..10 {
+            assert!(adm.hand_off(Token::Slot).is_ok());
+        }
+        assert!(adm.hand_off(Token::Slot).is_err(), "nobody else is waiting");
+        for q in &stay {
+            assert_eq!(q.wake(), Wake::Handed);
+        }
+    }
+
+    #[test]
+    fn a_wait_reuses_a_spare_slot() {
+        let adm = Admission::<u32>::new();
+        let first = {
+            let q = Queued::new(&adm, None);
+            Arc::as_ptr(q.slot.as_ref().unwrap())
+        };
+        // Its line entry still holds the slot until a pop or a compaction drops it; a hand-off
+        // with nobody waiting pops it.
+        assert!(adm.hand_off(Token::Slot).is_err());
+        let q = Queued::new(&adm, None);
+        assert_eq!(
+            Arc::as_ptr(q.slot.as_ref().unwrap()),
+            first,
+            "the slot was reused"
+        );
+    }
+}

@@ -28,7 +28,7 @@ pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>) {
         metrics::gauge!("connpool_backend_in_use", &labels).set(b.in_use as f64);
         metrics::gauge!("connpool_backend_online", &labels).set(if b.online { 1.0 } else { 0.0 });
     }
-    let s = inner.counters.snapshot();
+    let s = inner.stats();
     let c = |key: &'static str, v: u64| {
         metrics::counter!(key, "pool" => name.clone()).absolute(v);
     };

@@ -1093,6 +1093,13 @@ fn _assert_auto_traits<M: Manager>(pool: &Pool<M>) {
     fn send<T: Send>(_: &T) {}
     send_sync::<Pool<M>>();
     send::<Pool<M>>(pool);
+    fn send_type<T: Send>() {}
+    send_type::<Get<'_, M>>();
+    send_type::<GetRef<'_, M>>();
+    send_type::<Pooled<M>>();
+    send_type::<PooledRef<'_, M>>();
     let fut = pool.get();
+    send(&fut);
+    let fut = pool.get_ref();
     send(&fut);
 }

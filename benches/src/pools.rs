@@ -2,7 +2,11 @@
 //!
 //! Every manager hands out a [`Conn`] (a counter, no I/O), and its checks always pass. Each pool
 //! is configured the same way: no check on borrow, no idle timeout, no lifetime, a wait limit
-//! far beyond any run (hangs are caught by the runner's own time limit, not by the pools).
+//! far beyond any run (hangs are caught by the runner's own time limit, not by the pools), so
+//! every pool that can bound a wait pays for a timer while it waits, as it would in service.
+//! deadpool's default is to wait without a limit (no timer): it is also run that way, as
+//! `deadpool-untimed`, so that its cheapest configuration is in the table too. qp has no wait
+//! limit at all.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -53,8 +57,10 @@ pub enum Kind {
     ConnpoolRef,
     /// bb8.
     Bb8,
-    /// deadpool (managed).
+    /// deadpool (managed), with a wait timeout like the others.
     Deadpool,
+    /// deadpool (managed) as it comes: no wait timeout (no timer while waiting).
+    DeadpoolUntimed,
     /// qp.
     Qp,
     /// mobc.
@@ -69,11 +75,12 @@ pub enum Kind {
 
 impl Kind {
     /// All of them, in table order.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Connpool,
         Kind::ConnpoolRef,
         Kind::Bb8,
         Kind::Deadpool,
+        Kind::DeadpoolUntimed,
         Kind::Qp,
         Kind::Mobc,
         Kind::R2d2,
@@ -88,6 +95,7 @@ impl Kind {
             Kind::ConnpoolRef => "connpool-ref",
             Kind::Bb8 => "bb8",
             Kind::Deadpool => "deadpool",
+            Kind::DeadpoolUntimed => "deadpool-untimed",
             Kind::Qp => "qp",
             Kind::Mobc => "mobc",
             Kind::R2d2 => "r2d2",
@@ -99,6 +107,11 @@ impl Kind {
     /// Parses a [`name`](Self::name).
     pub fn from_name(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// One of connpool's own rows.
+    pub fn is_connpool(self) -> bool {
+        matches!(self, Kind::Connpool | Kind::ConnpoolRef)
     }
 
     /// A floor, not a pool.
@@ -136,7 +149,14 @@ pub async fn with_async_pool<V: Visit>(kind: Kind, size: usize, v: V) -> Option<
                 .await
         }
         Kind::Bb8 => v.visit(warm(Bb8Pool::new(size).await, size).await).await,
-        Kind::Deadpool => v.visit(warm(DeadpoolPool::new(size), size).await).await,
+        Kind::Deadpool => {
+            v.visit(warm(DeadpoolPool::new(size, Some(WAIT_LIMIT)), size).await)
+                .await
+        }
+        Kind::DeadpoolUntimed => {
+            v.visit(warm(DeadpoolPool::new(size, None), size).await)
+                .await
+        }
         Kind::Qp => v.visit(warm(QpPool::new(size), size).await).await,
         Kind::Mobc => v.visit(warm(MobcPool::new(size), size).await).await,
         Kind::ArrayQueueFloor => v.visit(Arc::new(QueueFloor::new(size))).await,
@@ -297,9 +317,12 @@ impl deadpool::managed::Manager for DeadpoolManager {
 pub struct DeadpoolPool(deadpool::managed::Pool<DeadpoolManager>);
 
 impl DeadpoolPool {
-    fn new(size: usize) -> Self {
+    /// `wait`: deadpool's wait timeout (`None`, its default: wait without a limit).
+    fn new(size: usize, wait: Option<Duration>) -> Self {
         match deadpool::managed::Pool::builder(DeadpoolManager)
             .max_size(size)
+            .wait_timeout(wait)
+            .runtime(deadpool::Runtime::Tokio1)
             .build()
         {
             Ok(p) => DeadpoolPool(p),

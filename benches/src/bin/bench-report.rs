@@ -245,23 +245,21 @@ fn run_child(kind: Kind, sc: Scenario, o: &Opts) -> Outcome {
     }
 }
 
-/// The best of `rounds` runs (highest throughput); a hang in any round is a hang.
-fn best_of(kind: Kind, sc: Scenario, o: &Opts) -> Outcome {
-    let mut best: Option<Row> = None;
-    for _ in 0..o.rounds {
-        match run_child(kind, sc, o) {
-            Outcome::Done(r) => {
-                if best
-                    .as_ref()
-                    .is_none_or(|b| r.throughput() > b.throughput())
-                {
-                    best = Some(r);
-                }
-            }
-            other => return other,
+/// Keeps the better of two outcomes of the same (pool, scenario): the higher throughput; a
+/// hang or failure in any round stands.
+fn keep_best(best: Option<Outcome>, new: Outcome) -> Outcome {
+    match (best, new) {
+        (None, new) => new,
+        (Some(Outcome::Done(a)), Outcome::Done(b)) => {
+            Outcome::Done(if b.throughput() > a.throughput() {
+                b
+            } else {
+                a
+            })
         }
+        (Some(Outcome::Done(_)), other) => other,
+        (Some(other), _) => other,
     }
-    best.map_or(Outcome::Failed("no rounds".into()), Outcome::Done)
 }
 
 fn fmt_rate(per_s: f64) -> String {
@@ -292,18 +290,34 @@ fn report(o: &Opts) {
     // (scenario, [(kind, outcome)])
     let mut all: Vec<(Scenario, Vec<(Kind, Outcome)>)> = Vec::new();
     for &sc in &o.scenarios {
-        let mut rows = Vec::new();
-        for &kind in &o.kinds {
-            eprint!("{} / {} ... ", sc.name(), kind.name());
-            let out = best_of(kind, sc, o);
-            match &out {
-                Outcome::Done(r) => {
-                    eprintln!("{} p99 {}", fmt_rate(r.throughput()), fmt_ns(r.p99_ns))
+        // Rounds interleave the pools (a, b, c, a, b, c, ...), so that a slow spell of the
+        // shared machine falls on every pool alike; each pool keeps its best round.
+        let mut best: Vec<Option<Outcome>> = vec![None; o.kinds.len()];
+        for round in 0..o.rounds {
+            for (i, &kind) in o.kinds.iter().enumerate() {
+                if matches!(
+                    best[i],
+                    Some(Outcome::Hung | Outcome::Failed(_) | Outcome::Skipped(_))
+                ) {
+                    continue;
                 }
-                other => eprintln!("{other:?}"),
+                eprint!("{} / {} (round {}) ... ", sc.name(), kind.name(), round + 1);
+                let out = run_child(kind, sc, o);
+                match &out {
+                    Outcome::Done(r) => {
+                        eprintln!("{} p99 {}", fmt_rate(r.throughput()), fmt_ns(r.p99_ns))
+                    }
+                    other => eprintln!("{other:?}"),
+                }
+                best[i] = Some(keep_best(best[i].take(), out));
             }
-            rows.push((kind, out));
         }
+        let rows = o
+            .kinds
+            .iter()
+            .zip(best)
+            .map(|(&k, out)| (k, out.unwrap_or(Outcome::Failed("not run".into()))))
+            .collect();
         all.push((sc, rows));
     }
 
@@ -421,38 +435,46 @@ fn report(o: &Opts) {
             }
         }
         println!();
-        if let Some(b) = &base {
-            let best_peer = rows
-                .iter()
-                .filter(|(k, _)| !k.is_floor() && *k != Kind::Connpool)
-                .filter_map(|(k, out)| match out {
-                    Outcome::Done(r) => Some((*k, r.throughput())),
-                    _ => None,
-                })
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((k, t)) = best_peer {
-                println!(
-                    "connpool vs the best completing peer ({}): **{:.2}×** throughput.",
-                    k.name(),
+        let best_peer = rows
+            .iter()
+            .filter(|(k, _)| !k.is_floor() && !k.is_connpool())
+            .filter_map(|(k, out)| match out {
+                Outcome::Done(r) => Some((*k, r.throughput())),
+                _ => None,
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let floor = |f: Kind| {
+            rows.iter().find_map(|(k, out)| match out {
+                Outcome::Done(r) if *k == f => Some(r.throughput()),
+                _ => None,
+            })
+        };
+        for (k, out) in rows.iter().filter(|(k, _)| k.is_connpool()) {
+            let Outcome::Done(b) = out else { continue };
+            let mut line = k.name().to_owned();
+            if let Some((p, t)) = best_peer {
+                line += &format!(
+                    " vs the best completing peer ({}): **{:.2}×** throughput",
+                    p.name(),
                     b.throughput() / t
                 );
             }
-            if *sc == Scenario::Uncontended {
-                if let Some(Outcome::Done(f)) = rows
-                    .iter()
-                    .find(|(k, _)| *k == Kind::ArrayQueueFloor)
-                    .map(|(_, o)| o)
-                {
-                    println!(
-                        "connpool's get+return costs **{:.2}×** the bare ArrayQueue pop+push \
-                         ({:.1} ns vs {:.1} ns per cycle).",
-                        f.throughput() / b.throughput(),
-                        1e9 / b.throughput(),
-                        1e9 / f.throughput()
-                    );
-                }
+            let f = if *sc == Scenario::Uncontended || *sc == Scenario::UnderCapacity {
+                Kind::ArrayQueueFloor
+            } else {
+                Kind::SemaphoreFloor
+            };
+            if let Some(ft) = floor(f) {
+                line += &format!(
+                    "; {:.2}× the time per cycle of the {} floor ({:.1} ns vs {:.1} ns)",
+                    ft / b.throughput(),
+                    f.name(),
+                    1e9 / b.throughput(),
+                    1e9 / ft
+                );
             }
-            println!();
+            println!("{line}.  ");
         }
+        println!();
     }
 }
