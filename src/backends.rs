@@ -114,11 +114,14 @@ pub(crate) struct BackendEntry {
     retry_at: AtomicU64,
     /// The last connect error's text (failure path only).
     last_error: Mutex<Option<String>>,
+    /// What its connections' timestamps count from (the pool's start; see `idle::Meta`).
+    epoch: Instant,
 }
 
 impl BackendEntry {
-    fn new(backend: Backend) -> Self {
+    fn new(backend: Backend, epoch: Instant) -> Self {
         BackendEntry {
+            epoch,
             backend,
             removed: CachePadded::new(AtomicBool::new(false)),
             size: AtomicUsize::new(0),
@@ -128,6 +131,18 @@ impl BackendEntry {
             retry_at: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }
+    }
+
+    /// `at` as nanoseconds since the pool started (a connection's compact timestamp); earlier
+    /// times read as 0, and 584 years on saturate.
+    #[inline]
+    pub(crate) fn stamp(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The instant of a [`stamp`](Self::stamp).
+    pub(crate) fn instant(&self, stamp: u64) -> Instant {
+        self.epoch + Duration::from_nanos(stamp)
     }
 
     /// Has this backend left the list?
@@ -184,16 +199,17 @@ pub(crate) struct Change {
 impl Backends {
     pub(crate) fn new(initial: Option<Vec<Backend>>, backoff: BackoffPolicy) -> Self {
         let known = initial.is_some();
+        let epoch = Instant::now();
         let entries = dedup(initial.unwrap_or_default())
             .into_iter()
-            .map(|b| Arc::new(BackendEntry::new(b)))
+            .map(|b| Arc::new(BackendEntry::new(b, epoch)))
             .collect();
         Backends {
             set: ArcSwap::from_pointee(BackendSet { entries, known }),
             // Random start, as Codis' Jodis client does: many processes built at once do not all
             // dial the first backend first.
             cursor: CachePadded::new(AtomicUsize::new(fastrand::usize(..))),
-            epoch: Instant::now(),
+            epoch,
             backoff,
         }
     }
@@ -213,7 +229,7 @@ impl Backends {
                 |b| match old.entries.iter().find(|e| e.backend.addr == b.addr) {
                     Some(e) => Arc::clone(e),
                     None => {
-                        let e = Arc::new(BackendEntry::new(b));
+                        let e = Arc::new(BackendEntry::new(b, self.epoch));
                         added.push(Arc::clone(&e));
                         e
                     }

@@ -452,7 +452,7 @@ impl<C> Engine<C> {
             Some(r) => self.close_conn(c, r, h),
             None => {
                 if h.stamps_returns() {
-                    c.meta.last_used = now.get();
+                    c.meta.set_last_used(now.get());
                 }
                 self.give_in(Token::Conn(c), lane, h);
             }

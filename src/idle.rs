@@ -29,7 +29,9 @@ pub(crate) enum Token<C> {
 /// the connection and its bookkeeping are (and the queues' slots stay small).
 pub(crate) struct Conn<C>(Box<Entry<C>>);
 
-/// What a [`Conn`] points to.
+/// What a [`Conn`] points to: aligned to a cache line, so that a small connection and its
+/// bookkeeping share one.
+#[repr(align(64))]
 pub(crate) struct Entry<C> {
     pub(crate) conn: C,
     pub(crate) meta: Meta,
@@ -63,16 +65,18 @@ impl<C> std::ops::DerefMut for Conn<C> {
     }
 }
 
-/// A connection's bookkeeping.
+/// A connection's bookkeeping: its backend and four timestamps, each a `u64` of nanoseconds
+/// since the pool started ([`BackendEntry::stamp`]), so that an entry of a small connection
+/// fits one cache line (a connection that moved between cores then costs one line transfer).
 pub(crate) struct Meta {
     pub(crate) backend: Arc<BackendEntry>,
-    pub(crate) created_at: Instant,
-    /// `created_at + max_lifetime`, jittered down by up to 2.5 %; `None` = no limit.
-    pub(crate) expires_at: Option<Instant>,
+    created: u64,
+    /// `created + max_lifetime`, jittered down by up to 2.5 %; `u64::MAX` = no limit.
+    expires: u64,
     /// When a user last returned it (or when it was opened).
-    pub(crate) last_used: Instant,
+    last_used: u64,
     /// When a check last passed on it (or when it was opened).
-    pub(crate) last_checked: Instant,
+    pub(crate) last_checked: u64,
     /// Consecutive failed checks.
     pub(crate) failed_checks: u32,
 }
@@ -85,27 +89,44 @@ impl Meta {
     ) -> Self {
         // Jitter the lifetime down by up to 2.5 % so that connections opened together (a
         // fleet's warm-up) do not all expire together.
-        let expires_at = max_lifetime.map(|l| now + l.mul_f64(1.0 - fastrand::f64() * 0.025));
+        let expires = max_lifetime.map_or(u64::MAX, |l| {
+            backend.stamp(now + l.mul_f64(1.0 - fastrand::f64() * 0.025))
+        });
+        let created = backend.stamp(now);
         Meta {
             backend,
-            created_at: now,
-            expires_at,
-            last_used: now,
-            last_checked: now,
+            created,
+            expires,
+            last_used: created,
+            last_checked: created,
             failed_checks: 0,
         }
+    }
+
+    /// When it was opened.
+    pub(crate) fn created_at(&self) -> Instant {
+        self.backend.instant(self.created)
+    }
+
+    /// A user returned it at `at`.
+    #[inline]
+    pub(crate) fn set_last_used(&mut self, at: Instant) {
+        self.last_used = self.backend.stamp(at);
     }
 
     /// Outlived `max_lifetime`? Reads the clock only if the connection has a lifetime.
     #[inline]
     pub(crate) fn expired(&self, now: &mut LazyNow) -> bool {
-        self.expires_at.is_some_and(|at| now.get() >= at)
+        self.expires != u64::MAX && self.backend.stamp(now.get()) >= self.expires
     }
 
     /// Idle past `idle_timeout`? Reads the clock only if there is an idle timeout.
     #[inline]
     pub(crate) fn idle_too_long(&self, now: &mut LazyNow, idle_timeout: Option<Duration>) -> bool {
-        idle_timeout.is_some_and(|t| now.get().saturating_duration_since(self.last_used) >= t)
+        idle_timeout.is_some_and(|t| {
+            let idle = self.backend.stamp(now.get()).saturating_sub(self.last_used);
+            u128::from(idle) >= t.as_nanos()
+        })
     }
 
     /// Why this idle connection may not be handed out, if it may not: its backend left the
@@ -132,7 +153,11 @@ impl Meta {
 
     /// Time since the connection last proved alive (used by a user, or checked).
     pub(crate) fn quiet_for(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.last_used.max(self.last_checked))
+        let quiet = self
+            .backend
+            .stamp(now)
+            .saturating_sub(self.last_used.max(self.last_checked));
+        Duration::from_nanos(quiet)
     }
 }
 

@@ -740,7 +740,8 @@ impl<M: Manager> PoolInner<M> {
         let addr = c.backend.backend.addr();
         match &r {
             Ok(()) => {
-                c.last_checked = Instant::now();
+                // A disjoint field: `addr` borrows `c.backend`.
+                c.last_checked = c.backend.stamp(Instant::now());
                 c.failed_checks = 0;
                 self.emit(|f| f(&Event::CheckPassed { backend: addr }));
             }

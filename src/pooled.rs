@@ -47,7 +47,7 @@ macro_rules! guard {
 
             /// When the connection was opened.
             pub fn created_at(&self) -> std::time::Instant {
-                self.conn_ref().meta.created_at.into_std()
+                self.conn_ref().meta.created_at().into_std()
             }
 
             /// Closes the connection instead of returning it (e.g. after an error that left
@@ -94,7 +94,7 @@ macro_rules! guard {
                 if let Some(c) = &self.conn {
                     d.field("backend", &c.meta.backend.backend.addr()).field(
                         "age",
-                        &Instant::now().saturating_duration_since(c.meta.created_at),
+                        &Instant::now().saturating_duration_since(c.meta.created_at()),
                     );
                 }
                 d.finish_non_exhaustive()
