@@ -63,9 +63,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::idle::Token;
+use crate::idle::{Conn, Token};
+use crate::lanes::{self, Lane};
 use crate::sync::{
-    fence_seqcst, ArrayQueue, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Instant,
+    fence_seqcst, AtomicBool, AtomicCell, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Instant,
     Mutex, MutexGuard, Ordering, SlotArc as Arc, WaitQueue,
 };
 
@@ -115,9 +116,10 @@ pub(crate) struct WaitSlot<C> {
     state: AtomicU8,
     /// Nanoseconds from the admission's epoch, or [`NO_DEADLINE`].
     deadline: AtomicU64,
-    /// The unit handed over. Touched by one return (before `HANDED`) and then by its waiter
-    /// (after): never contended.
-    unit: Mutex<Option<Token<C>>>,
+    /// The connection handed over (a handed slot is `HANDED_SLOT` with nothing here). Written
+    /// by one return before its CAS to `HANDED`, taken by the waiter after it saw that: never
+    /// contended, one atomic swap on each side.
+    unit: AtomicCell<Option<Conn<C>>>,
     event: WaitQueue,
 }
 
@@ -139,14 +141,24 @@ impl<C> WaitSlot<C> {
         WaitSlot {
             state: AtomicU8::new(WAITING),
             deadline: AtomicU64::new(NO_DEADLINE),
-            unit: Mutex::new(None),
+            unit: AtomicCell::new(None),
             event: WaitQueue::new(),
         }
     }
 
-    fn unit(&self) -> MutexGuard<'_, Option<Token<C>>> {
-        // Nothing panics under this lock; a poisoned cell still holds what was put in it.
-        self.unit.lock().unwrap_or_else(|p| p.into_inner())
+    /// Puts a unit in the cell (before the CAS that hands it over).
+    fn put_unit(&self, t: Token<C>) {
+        let old = match t {
+            Token::Conn(c) => self.unit.swap(Some(c)),
+            Token::Slot => self.unit.take(),
+        };
+        debug_assert!(old.is_none(), "a slot's cell holds one unit at most");
+        drop(old);
+    }
+
+    /// Takes the handed unit out of the cell (`HANDED`: whatever is there; a slot if empty).
+    fn take_unit(&self) -> Token<C> {
+        self.unit.take().map_or(Token::Slot, Token::Conn)
     }
 
     /// Still waiting (not handed, left, expired or closed)?
@@ -156,18 +168,13 @@ impl<C> WaitSlot<C> {
     }
 }
 
-/// Slots kept for reuse: a wait then allocates nothing once the pool has waited before (the
-/// slot's event keeps its listener list too).
-const SPARE_SLOTS: usize = 64;
-
 /// The waiting word, the line and the timer duty (see the module docs).
 pub(crate) struct Admission<C> {
-    waiting: CachePadded<AtomicU64>,
-    /// Slots in arrival order; some may be marked (left, expired, closed): see [`Line`].
-    line: CachePadded<Mutex<Line<C>>>,
-    spare: ArrayQueue<Arc<WaitSlot<C>>>,
-    /// Marked slots still in line (see [`Line`]).
-    marks: AtomicUsize,
+    /// What every registration and every hand-off touches, on one cache line.
+    front: CachePadded<Front<C>>,
+    /// A spare slot per thread lane (see `lanes.rs`): a wait then allocates nothing once its
+    /// thread has waited before, and takes its slot from a line no other core writes.
+    spares: Box<[CachePadded<Spare<C>>]>,
     /// Does a waiter hold the timer duty?
     duty: CachePadded<AtomicBool>,
     /// What slots' deadlines count from.
@@ -175,6 +182,18 @@ pub(crate) struct Admission<C> {
     /// Told whenever a waiter takes the duty (for the models, which wait for it).
     #[cfg(loom)]
     duty_taken: loom::sync::Notify,
+}
+
+/// A thread lane's spare slot.
+type Spare<C> = AtomicCell<Option<Arc<WaitSlot<C>>>>;
+
+/// The waiting word, the line's lock, and the count of marked slots in it.
+struct Front<C> {
+    waiting: AtomicU64,
+    /// Marked slots still in line (see [`Line`]).
+    marks: AtomicUsize,
+    /// Slots in arrival order; some may be marked (left, expired, closed): see [`Line`].
+    line: Mutex<Line<C>>,
 }
 
 /// The line: slots in arrival order, and how many of them are marked (an estimate that only
@@ -187,12 +206,16 @@ struct Line<C> {
 impl<C> Admission<C> {
     pub(crate) fn new() -> Self {
         Admission {
-            waiting: CachePadded::new(AtomicU64::new(0)),
-            line: CachePadded::new(Mutex::new(Line {
-                slots: VecDeque::new(),
-            })),
-            spare: ArrayQueue::new(SPARE_SLOTS),
-            marks: AtomicUsize::new(0),
+            front: CachePadded::new(Front {
+                waiting: AtomicU64::new(0),
+                marks: AtomicUsize::new(0),
+                line: Mutex::new(Line {
+                    slots: VecDeque::new(),
+                }),
+            }),
+            spares: (0..=lanes::owned())
+                .map(|_| CachePadded::new(AtomicCell::new(None)))
+                .collect(),
             duty: CachePadded::new(AtomicBool::new(false)),
             epoch: Instant::now(),
             #[cfg(loom)]
@@ -203,7 +226,7 @@ impl<C> Admission<C> {
     fn line(&self) -> MutexGuard<'_, Line<C>> {
         // Nothing that can panic runs under the lock but `VecDeque` growth; a poisoned line is
         // still consistent (every update completes before the next one starts).
-        self.line.lock().unwrap_or_else(|p| p.into_inner())
+        self.front.line.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn to_nanos(&self, at: Instant) -> u64 {
@@ -216,12 +239,17 @@ impl<C> Admission<C> {
         self.epoch + Duration::from_nanos(nanos)
     }
 
-    /// A slot for a new waiter: a spare one if any.
+    /// This thread's spare-slot cell.
+    fn spare(&self) -> &Spare<C> {
+        &self.spares[Lane::current().slot(self.spares.len() - 1)]
+    }
+
+    /// A slot for a new waiter: this thread's spare one if any.
     fn slot(&self) -> Arc<WaitSlot<C>> {
-        match self.spare.pop() {
+        match self.spare().take() {
             Some(slot) => {
-                // Relaxed: the slot is ours alone (see `recycle`); the queue's Acquire pop
-                // ordered its last user's accesses before this store.
+                // Relaxed: the slot is ours alone (see `recycle`); the cell's swap ordered its
+                // last user's accesses before this store.
                 slot.state.store(WAITING, Ordering::Relaxed);
                 slot
             }
@@ -236,15 +264,15 @@ impl<C> Admission<C> {
         // see, and a slot's atomics are loom's (loom would report the reuse as a race). The
         // slots' protocol is the same either way; reuse only saves allocations.
         if cfg!(not(loom)) && Arc::strong_count(&slot) == 1 {
-            // Full: dropped.
-            let _ = self.spare.push(slot);
+            // A spare this thread kept already is dropped instead.
+            drop(self.spare().swap(Some(slot)));
         }
     }
 
     /// Counts a slot that was marked while (perhaps) still in line.
     fn marked(&self) {
         // Relaxed: an estimate that only triggers a compaction (see `Line`).
-        self.marks.fetch_add(1, Ordering::Relaxed);
+        self.front.marks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The waiting word, for the handshake loads of the return path.
@@ -253,7 +281,7 @@ impl<C> Admission<C> {
         // SeqCst: the load halves of the return path's handshake (see `Engine::give`): with
         // the SeqCst registration below they sit in one total order, so a return either sees
         // a registration or the registrant's re-check sees the returned unit.
-        Waiting(self.waiting.load(Ordering::SeqCst))
+        Waiting(self.front.waiting.load(Ordering::SeqCst))
     }
 
     /// Nobody queued? The fast path's test (fairness only: a stale answer lets one newcomer
@@ -261,7 +289,7 @@ impl<C> Admission<C> {
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         // Relaxed: a fairness hint; no correctness depends on it (see above).
-        self.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1) == 0
+        self.front.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1) == 0
     }
 
     /// Does a waiter hold the timer duty (for the models)?
@@ -282,7 +310,7 @@ impl<C> Admission<C> {
     /// Queued waiters (a gauge).
     pub(crate) fn waiters(&self) -> usize {
         // Relaxed: a gauge for status.
-        usize::try_from(self.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1)).unwrap_or(0)
+        usize::try_from(self.front.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1)).unwrap_or(0)
     }
 
     /// Hands `unit` to the oldest waiting slot; gives it back if there is none.
@@ -299,7 +327,7 @@ impl<C> Admission<C> {
                 continue;
             }
             // The unit goes in first: the waiter looks at the cell only once it sees `HANDED`.
-            *slot.unit() = Some(unit);
+            slot.put_unit(unit);
             // AcqRel on success: the Release half publishes the unit (and what preceded it) to
             // the waiter that reads `HANDED` (Acquire). On failure the waiter left meanwhile:
             // the unit comes back out and the next slot is tried.
@@ -319,7 +347,7 @@ impl<C> Admission<C> {
                 self.recycle(slot);
                 return Ok(());
             }
-            unit = slot.unit().take().expect("the unit put in just now");
+            unit = slot.take_unit();
             self.unmark();
             self.recycle(slot);
         }
@@ -329,6 +357,7 @@ impl<C> Admission<C> {
     fn unmark(&self) {
         // Relaxed: see `marked`; saturating, since the count only errs high.
         let _ = self
+            .front
             .marks
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| m.checked_sub(1));
     }
@@ -338,7 +367,7 @@ impl<C> Admission<C> {
     pub(crate) fn close_all(&self) {
         let slots: Vec<_> = self.line().slots.drain(..).collect();
         // Relaxed: the line is empty.
-        self.marks.store(0, Ordering::Relaxed);
+        self.front.marks.store(0, Ordering::Relaxed);
         for slot in slots {
             // AcqRel: as in `hand_off`.
             let closed = slot
@@ -390,7 +419,7 @@ impl<C> Admission<C> {
                     expired.push(Arc::clone(slot));
                 }
             }
-            line.compact_if_needed(&self.marks, expired.len());
+            line.compact_if_needed(&self.front.marks, expired.len());
         }
         for slot in expired {
             slot.event.notify(1);
@@ -420,8 +449,12 @@ impl<C> Line<C> {
     /// whose waiters keep leaving without being served (cancelled, timed out) stays at about
     /// twice its live waiters. O(n), at most once per n marks: amortised O(1).
     fn compact_if_needed(&mut self, marks: &AtomicUsize, new_marks: usize) {
-        // Relaxed: see `Admission::marked`.
-        let m = marks.fetch_add(new_marks, Ordering::Relaxed) + new_marks;
+        // Relaxed: see `Admission::marked` (a plain load when there is nothing to add).
+        let m = if new_marks == 0 {
+            marks.load(Ordering::Relaxed)
+        } else {
+            marks.fetch_add(new_marks, Ordering::Relaxed) + new_marks
+        };
         if m > self.slots.len() / 2 + 16 {
             self.slots.retain(|s| s.is_waiting());
             marks.store(0, Ordering::Relaxed);
@@ -463,10 +496,11 @@ impl<'a, C> Queued<'a, C> {
         {
             let mut line = admission.line();
             line.slots.push_back(Arc::clone(&slot));
-            line.compact_if_needed(&admission.marks, 0);
+            line.compact_if_needed(&admission.front.marks, 0);
         }
         // SeqCst: the registration half of the handshake with returns (see `Admission::load`).
         admission
+            .front
             .waiting
             .fetch_add(ONE_WAITER + ONE_EPOCH, Ordering::SeqCst);
         // SeqCst fence before the re-check: whatever a return put back before its handshake
@@ -529,8 +563,8 @@ impl<'a, C> Queued<'a, C> {
     }
 
     /// The unit handed to this waiter (after [`Wake::Handed`]).
-    pub(crate) fn take_unit(&self) -> Option<Token<C>> {
-        let unit = self.slot().unit().take();
+    pub(crate) fn take_unit(&self) -> Token<C> {
+        let unit = self.slot().take_unit();
         // Relaxed: after `HANDED` only this waiter touches the state.
         self.slot().state.store(TAKEN, Ordering::Relaxed);
         unit
@@ -545,31 +579,37 @@ impl<'a, C> Queued<'a, C> {
         // SeqCst: keeps one total order with the returns' handshake loads. Uncounted first: a
         // return that sees the word afterwards does not count on us.
         self.admission
+            .front
             .waiting
             .fetch_sub(ONE_WAITER, Ordering::SeqCst);
         let slot = self
             .slot
             .as_ref()
             .expect("a Queued holds its slot until dropped");
-        // AcqRel: the race with `hand_off` for the slot (see the module docs); Acquire on
-        // failure, so a unit handed to us is visible when we take it out.
-        let handed = match slot.state.compare_exchange(
-            WAITING,
-            ABANDONED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => {
-                self.admission.marked();
-                None
+        // Relaxed: `TAKEN` was our own store (served: the common way out, no CAS needed).
+        let handed = if slot.state.load(Ordering::Relaxed) == TAKEN {
+            None
+        } else {
+            // AcqRel: the race with `hand_off` for the slot (see the module docs); Acquire on
+            // failure, so a unit handed to us is visible when we take it out.
+            match slot.state.compare_exchange(
+                WAITING,
+                ABANDONED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.admission.marked();
+                    None
+                }
+                Err(HANDED) if !cfg!(connpool_mutant = "cancel_drops_handoff") => {
+                    let unit = slot.take_unit();
+                    // Relaxed: ours alone after `HANDED`.
+                    slot.state.store(TAKEN, Ordering::Relaxed);
+                    Some(unit)
+                }
+                Err(_) => None,
             }
-            Err(HANDED) if !cfg!(connpool_mutant = "cancel_drops_handoff") => {
-                let unit = slot.unit().take();
-                // Relaxed: ours alone after `HANDED`.
-                slot.state.store(TAKEN, Ordering::Relaxed);
-                unit
-            }
-            Err(_) => None,
         };
         // If we held the timer duty, or it is free (a holder's nudge woke a waiter that was
         // leaving anyway), wake the back of the line to take it. A store-load handshake with
@@ -578,14 +618,18 @@ impl<'a, C> Queued<'a, C> {
         // line before it counts) and wake it.
         // Relaxed: this waiter's own flag.
         let held = self.duty.swap(false, Ordering::Relaxed);
-        if held {
-            // SeqCst: the store half of the handshake above (and Release for the next
-            // holder's CAS: our walks are done).
+        let free = if held {
+            // SeqCst: the store half of the handshake (and Release for the next holder's CAS:
+            // our walks are done).
             self.admission.duty.store(false, Ordering::SeqCst);
-        }
-        fence_seqcst();
-        // SeqCst: the load halves of the handshake.
-        let free = held || !self.admission.duty.load(Ordering::SeqCst);
+            fence_seqcst();
+            true
+        } else {
+            // SeqCst: a free duty that a holder's nudge left to a waiter that was leaving
+            // anyway (this one) is passed on too.
+            !self.admission.duty.load(Ordering::SeqCst)
+        };
+        // SeqCst: the load half of the handshake.
         if free && self.admission.load().waiters() > 0 && !cfg!(connpool_mutant = "duty_not_passed")
         {
             self.admission.nudge_back();

@@ -330,11 +330,7 @@ impl<C> Engine<C> {
                 Wake::Waiting => {}
                 Wake::Closed => return Err(WaitError::Closed),
                 Wake::Expired => return Err(WaitError::TimedOut),
-                Wake::Handed => {
-                    if let Some(t) = waiter.queued.take_unit() {
-                        return Ok(t);
-                    }
-                }
+                Wake::Handed => return Ok(waiter.queued.take_unit()),
             }
         }
     }

@@ -66,6 +66,10 @@ pub(crate) use self::loom_stand_in::ArcSwap;
 #[cfg(not(loom))]
 pub(crate) use arc_swap::ArcSwap;
 pub(crate) use crossbeam_queue::ArrayQueue;
+/// The cell a waiter's handed connection travels in (crossbeam's: lock-free for a pointer).
+/// Under loom it stays crossbeam's too: its accesses are ordered by the slot's state, whose
+/// atomics loom does see.
+pub(crate) use crossbeam_utils::atomic::AtomicCell;
 pub(crate) use crossbeam_utils::CachePadded;
 /// `event_listener::Event`, renamed: `connpool::Event` is our public callback type.
 pub(crate) use event_listener::Event as WaitQueue;
