@@ -56,6 +56,7 @@
 //! own Release/Acquire (idle or hand-off queue).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::admission::{Admission, Queued, Waiting, Wake};
@@ -281,8 +282,9 @@ impl<C> Engine<C> {
             return Ok(t);
         }
         // The one timer this waiter may have armed: its own deadline (not shared), or the
-        // line's next shared deadline while it holds the timer duty.
-        let mut timer = std::pin::pin!(None::<H::Sleep>);
+        // line's next shared deadline while it holds the timer duty. Boxed when armed (rare:
+        // most waiters arm none), so that a wait's future stays small.
+        let mut timer: Option<Pin<Box<H::Sleep>>> = None;
         let mut armed_for = None;
         loop {
             if self.is_closed() {
@@ -303,7 +305,7 @@ impl<C> Engine<C> {
                 };
             }
             if want != armed_for {
-                timer.set(want.map(|at| h.sleep_until(at)));
+                timer = want.map(|at| Box::pin(h.sleep_until(at)));
                 armed_for = want;
             }
             if waiter.queued.wake() == Wake::Waiting {
@@ -311,15 +313,15 @@ impl<C> Engine<C> {
                     if std::pin::Pin::new(&mut listener).poll(cx).is_ready() {
                         return std::task::Poll::Ready(false);
                     }
-                    match timer.as_mut().as_pin_mut() {
-                        Some(t) => t.poll(cx).map(|()| true),
+                    match timer.as_mut() {
+                        Some(t) => t.as_mut().poll(cx).map(|()| true),
                         None => std::task::Poll::Pending,
                     }
                 })
                 .await;
                 if fired {
                     armed_for = None;
-                    timer.set(None);
+                    timer = None;
                     if !shared && deadline.is_some_and(|d| Instant::now() >= d) {
                         return Err(WaitError::TimedOut);
                     }

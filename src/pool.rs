@@ -644,7 +644,9 @@ impl<M: Manager> PoolInner<M> {
                     if self.wants_check_on_borrow(&c.meta, &mut now) {
                         let start = started.get();
                         let deadline = deadline_from(start);
-                        let check = self.check_conn(c, deadline);
+                        // Boxed (like the dial below): rare, and large; a wait's future then
+                        // stays small (it is allocated and written for every wait).
+                        let check = Box::pin(self.check_conn(c, deadline));
                         match tokio::time::timeout_at(deadline, check).await {
                             Ok(Ok(())) => {}
                             Ok(Err(_)) => {
@@ -690,7 +692,7 @@ impl<M: Manager> PoolInner<M> {
                     }
                     // 3. A new connection, on the slot.
                     let start = started.get();
-                    let c = self.dial_for_get(start, deadline_from(start)).await?;
+                    let c = Box::pin(self.dial_for_get(start, deadline_from(start))).await?;
                     unit.set_conn(c, false);
                     if self.is_closed() {
                         unit.close_keep(CloseReason::PoolClosed);

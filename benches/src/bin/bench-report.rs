@@ -132,17 +132,25 @@ fn child(args: &[String]) -> ExitCode {
     };
     match measured {
         Ok(m) => {
-            let min = m.per_task.iter().copied().min().unwrap_or(0);
-            let max = m.per_task.iter().copied().max().unwrap_or(0);
+            let mut counts = m.per_task.clone();
+            counts.sort_unstable();
+            let min = counts.first().copied().unwrap_or(0);
+            let max = counts.last().copied().unwrap_or(0);
+            let med = counts.get(counts.len() / 2).copied().unwrap_or(0);
+            // The share of tasks served more than 1.5x the median (a task the scheduler
+            // favours shows here even when the pool serves its line in order).
+            let over = counts.iter().filter(|&&n| 2 * n > 3 * med).count();
             println!(
-                "RESULT ops={} elapsed_ns={} p50_ns={} p99_ns={} max_ns={} min_task={} max_task={} samples={}",
+                "RESULT ops={} elapsed_ns={} p50_ns={} p99_ns={} max_ns={} min_task={} med_task={} max_task={} over_task={} samples={}",
                 m.ops,
                 m.elapsed.as_nanos(),
                 m.latency.quantile(0.5).as_nanos(),
                 m.latency.quantile(0.99).as_nanos(),
                 m.latency.max().as_nanos(),
                 min,
+                med,
                 max,
+                over,
                 m.latency.len(),
             );
             ExitCode::SUCCESS
@@ -173,7 +181,9 @@ struct Row {
     p99_ns: u64,
     max_ns: u64,
     min_task: u64,
+    med_task: u64,
     max_task: u64,
+    over_task: u64,
 }
 
 impl Row {
@@ -192,7 +202,9 @@ impl Row {
                 "p99_ns" => r.p99_ns = v,
                 "max_ns" => r.max_ns = v,
                 "min_task" => r.min_task = v,
+                "med_task" => r.med_task = v,
                 "max_task" => r.max_task = v,
+                "over_task" => r.over_task = v,
                 _ => {}
             }
         }
@@ -363,7 +375,7 @@ fn report(o: &Opts) {
         let fair = *sc == Scenario::Oversubscribed || sc.shape().tasks > 1;
         print!("| pool | throughput | vs connpool | p50 get | p99 get | p99 vs connpool | worst wait |");
         if fair {
-            print!(" least/most served task |");
+            print!(" least / median / most served task |");
         }
         println!();
         print!("|---|---:|---:|---:|---:|---:|---:|");
@@ -398,10 +410,12 @@ fn report(o: &Opts) {
                             "—".to_owned()
                         } else {
                             format!(
-                                "{} / {} ({:.2})",
+                                "{} / {} / {} ({:.2}; {} over 1.5× median)",
                                 r.min_task,
+                                r.med_task,
                                 r.max_task,
-                                r.min_task as f64 / r.max_task as f64
+                                r.min_task as f64 / r.max_task as f64,
+                                r.over_task
                             )
                         };
                         print!(" {f} |");
