@@ -56,6 +56,15 @@ use crate::sync::{Arc, CachePadded, Instant, Ordering, WaitQueue};
 /// Returning a connection happens-before the get that receives it: whatever a task did to a
 /// connection before dropping its `Pooled` is visible to the next task that gets it.
 ///
+/// # Timeouts
+///
+/// Gets waiting with the pool's `wait_timeout` share one tokio timer, armed by one of the
+/// waiters (the *timer duty*) for the earliest deadline in line and passed on to another
+/// waiter when it leaves; so a wait arms no timer of its own, and a paused tokio clock still
+/// advances to every deadline. A get with another timeout (`get_timeout`) arms its own. If
+/// the pool is shared across runtimes and the runtime of the waiter holding the duty stops
+/// running tasks without dropping them, waiters on other runtimes time out when it resumes.
+///
 /// # Cancel safety
 ///
 /// `get()` and `get_timeout()` are cancel-safe: a future dropped at any await point (a

@@ -7,7 +7,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::future::Future as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -81,6 +80,25 @@ impl Manager for Dummy {
 
 const CYCLES: usize = 10_000;
 
+/// `CYCLES` gets (each must be a hit: ready at its first poll) and returns, polled by hand.
+fn hits_by_hand<F, G, E>(mut get: impl FnMut() -> F)
+where
+    F: std::future::Future<Output = Result<G, E>>,
+    G: std::ops::DerefMut<Target = u64>,
+    E: std::fmt::Display,
+{
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    for _ in 0..CYCLES {
+        let mut fut = std::pin::pin!(get());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(mut c)) => *c += 1,
+            std::task::Poll::Ready(Err(e)) => panic!("get failed: {e}"),
+            std::task::Poll::Pending => panic!("a hit must not wait"),
+        }
+    }
+}
+
 #[test]
 fn get_and_return_of_an_idle_connection_allocates_nothing() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -109,32 +127,11 @@ fn get_and_return_of_an_idle_connection_allocates_nothing() {
         }
         assert_eq!(pool.status().idle, 4);
 
-        // The hit path, polled by hand so that nothing but get and drop runs while counting.
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let n = allocations(|| {
-            for _ in 0..CYCLES {
-                let mut fut = std::pin::pin!(pool.get());
-                match fut.as_mut().poll(&mut cx) {
-                    std::task::Poll::Ready(Ok(mut c)) => *c += 1,
-                    std::task::Poll::Ready(Err(e)) => panic!("get failed: {e}"),
-                    std::task::Poll::Pending => panic!("a hit must not wait"),
-                }
-            }
-        });
+        // The hit path, polled by hand so that nothing but get and drop runs while counting:
+        // through `get` (an owned guard) and `get_ref` (a borrowing one).
+        let n = allocations(|| hits_by_hand(|| pool.get()));
         assert_eq!(n, 0, "{n} allocations over {CYCLES} get/return cycles");
-
-        // The borrowing guard's hit path too.
-        let n = allocations(|| {
-            for _ in 0..CYCLES {
-                let mut fut = std::pin::pin!(pool.get_ref());
-                match fut.as_mut().poll(&mut cx) {
-                    std::task::Poll::Ready(Ok(mut c)) => *c += 1,
-                    std::task::Poll::Ready(Err(e)) => panic!("get_ref failed: {e}"),
-                    std::task::Poll::Pending => panic!("a hit must not wait"),
-                }
-            }
-        });
+        let n = allocations(|| hits_by_hand(|| pool.get_ref()));
         assert_eq!(n, 0, "{n} allocations over {CYCLES} get_ref/return cycles");
 
         // try_get's hit path too.

@@ -37,6 +37,19 @@ fn timed_get(
     })
 }
 
+/// The get ended in a timeout `after` its `start`, to the millisecond (the paused clock is
+/// exact; 20 ms of slack only for the timer wheel's granularity).
+fn assert_timed_out(got: (Instant, Result<(), String>), start: Instant, after: Duration) {
+    let (ended, r) = got;
+    let e = r.expect_err("the get times out");
+    assert!(e.contains("timed out"), "{e}");
+    let waited = ended - start;
+    assert!(
+        waited >= after && waited < after + Duration::from_millis(20),
+        "waited {waited:?} for a {after:?} deadline"
+    );
+}
+
 async fn waiters_reach(pool: &Pool<Faulty>, n: usize) {
     eventually(&format!("{n} waiters"), Duration::from_secs(5), || {
         pool.status().waiters == n
@@ -57,13 +70,7 @@ async fn every_waiter_times_out_at_its_own_deadline_on_the_shared_timer() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for (arrived, g) in gets {
-        let (ended, r) = g.await.unwrap();
-        assert!(r.unwrap_err().contains("timed out"), "a timeout");
-        let waited = ended - arrived;
-        assert!(
-            waited >= WAIT && waited < WAIT + Duration::from_millis(20),
-            "waited {waited:?} for a {WAIT:?} deadline"
-        );
+        assert_timed_out(g.await.unwrap(), arrived, WAIT);
     }
     assert_eq!(pool.stats().timeouts, 5);
     assert_eq!(pool.status().waiters, 0);
@@ -85,14 +92,9 @@ async fn the_timer_duty_passes_on_when_its_holder_is_cancelled() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     first.abort();
     assert!(first.await.unwrap_err().is_cancelled());
+    // The deadlines stay watched after the holder left.
     for g in later {
-        let (ended, r) = g.await.unwrap();
-        assert!(r.unwrap_err().contains("timed out"));
-        let waited = ended - start;
-        assert!(
-            waited >= WAIT && waited < WAIT + Duration::from_millis(20),
-            "waited {waited:?}: the deadlines went unwatched after the holder left"
-        );
+        assert_timed_out(g.await.unwrap(), start, WAIT);
     }
     let s = pool.stats();
     assert_eq!((s.timeouts, s.cancelled), (3, 1));
@@ -120,14 +122,9 @@ async fn the_timer_duty_passes_on_when_its_holder_is_served() {
     let later: Vec<_> = (0..3).map(|_| timed_get(&pool, None)).collect();
     waiters_reach(&pool, 4).await;
     drop(held);
+    // The deadlines stay watched after the holder was served.
     for g in later {
-        let (ended, r) = g.await.unwrap();
-        assert!(r.unwrap_err().contains("timed out"));
-        let waited = ended - start;
-        assert!(
-            waited >= WAIT && waited < WAIT + Duration::from_millis(20),
-            "waited {waited:?}: the deadlines went unwatched after the holder was served"
-        );
+        assert_timed_out(g.await.unwrap(), start, WAIT);
     }
     first.await.unwrap();
     assert_eq!(pool.stats().timeouts, 3);
@@ -145,19 +142,11 @@ async fn a_get_with_its_own_timeout_keeps_it_among_shared_waiters() {
     let short = timed_get(&pool, Some(Duration::from_millis(300)));
     let long = timed_get(&pool, Some(Duration::from_secs(3)));
     waiters_reach(&pool, 4).await;
-    let (ended, r) = short.await.unwrap();
-    assert!(r.unwrap_err().contains("timed out"));
-    let waited = ended - start;
-    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_millis(320));
+    assert_timed_out(short.await.unwrap(), start, Duration::from_millis(300));
     for g in shared {
-        let (ended, r) = g.await.unwrap();
-        assert!(r.unwrap_err().contains("timed out"));
-        assert!(ended - start >= WAIT && ended - start < WAIT + Duration::from_millis(20));
+        assert_timed_out(g.await.unwrap(), start, WAIT);
     }
-    let (ended, r) = long.await.unwrap();
-    assert!(r.unwrap_err().contains("timed out"));
-    assert!(ended - start >= Duration::from_secs(3));
-    assert!(ended - start < Duration::from_secs(3) + Duration::from_millis(20));
+    assert_timed_out(long.await.unwrap(), start, Duration::from_secs(3));
     assert_eq!(pool.stats().timeouts, 4);
     drop(held);
     assert_at_rest(&pool, &m);

@@ -257,21 +257,23 @@ fn run_child(kind: Kind, sc: Scenario, o: &Opts) -> Outcome {
     }
 }
 
-/// Keeps the better of two outcomes of the same (pool, scenario): the higher throughput; a
-/// hang or failure in any round stands.
-fn keep_best(best: Option<Outcome>, new: Outcome) -> Outcome {
-    match (best, new) {
-        (None, new) => new,
-        (Some(Outcome::Done(a)), Outcome::Done(b)) => {
-            Outcome::Done(if b.throughput() > a.throughput() {
-                b
-            } else {
-                a
-            })
+/// One (pool, scenario)'s outcome over all its rounds: the round of median throughput (the
+/// lower middle one when the count is even), so that one lucky or unlucky spell of the shared
+/// machine moves nobody's figure; a hang, failure or skip in any round stands.
+fn median_round(rounds: Vec<Outcome>) -> Outcome {
+    let mut done = Vec::new();
+    for out in rounds {
+        match out {
+            Outcome::Done(r) => done.push(r),
+            other => return other,
         }
-        (Some(Outcome::Done(_)), other) => other,
-        (Some(other), _) => other,
     }
+    if done.is_empty() {
+        return Outcome::Failed("not run".into());
+    }
+    done.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
+    let mid = (done.len() - 1) / 2;
+    Outcome::Done(done.swap_remove(mid))
 }
 
 fn fmt_rate(per_s: f64) -> String {
@@ -303,14 +305,14 @@ fn report(o: &Opts) {
     let mut all: Vec<(Scenario, Vec<(Kind, Outcome)>)> = Vec::new();
     for &sc in &o.scenarios {
         // Rounds interleave the pools (a, b, c, a, b, c, ...), so that a slow spell of the
-        // shared machine falls on every pool alike; each pool keeps its best round.
-        let mut best: Vec<Option<Outcome>> = vec![None; o.kinds.len()];
+        // shared machine falls on every pool alike; each pool keeps its median round.
+        let mut rounds: Vec<Vec<Outcome>> = vec![Vec::new(); o.kinds.len()];
         for round in 0..o.rounds {
             for (i, &kind) in o.kinds.iter().enumerate() {
-                if matches!(
-                    best[i],
-                    Some(Outcome::Hung | Outcome::Failed(_) | Outcome::Skipped(_))
-                ) {
+                if rounds[i]
+                    .iter()
+                    .any(|r| matches!(r, Outcome::Hung | Outcome::Failed(_) | Outcome::Skipped(_)))
+                {
                     continue;
                 }
                 eprint!("{} / {} (round {}) ... ", sc.name(), kind.name(), round + 1);
@@ -321,14 +323,14 @@ fn report(o: &Opts) {
                     }
                     other => eprintln!("{other:?}"),
                 }
-                best[i] = Some(keep_best(best[i].take(), out));
+                rounds[i].push(out);
             }
         }
         let rows = o
             .kinds
             .iter()
-            .zip(best)
-            .map(|(&k, out)| (k, out.unwrap_or(Outcome::Failed("not run".into()))))
+            .zip(rounds)
+            .map(|(&k, outs)| (k, median_round(outs)))
             .collect();
         all.push((sc, rows));
     }
