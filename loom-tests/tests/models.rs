@@ -7,7 +7,6 @@
 //! to catch a deliberate bug by `scripts/mutants.sh` (the bug is named in its doc comment).
 #![cfg(loom)]
 
-use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
 use connpool::__loom::{Core, GetError, Lent};
@@ -40,6 +39,15 @@ fn at_rest(core: &Core) {
         core.size(),
         "the backends' sizes do not add up to the pool's: {core:?}"
     );
+}
+
+/// Runs `f` on a new loom thread, with its own handle on the core.
+fn spawn<T: 'static>(
+    core: &Arc<Core>,
+    f: impl FnOnce(&Core) -> T + 'static,
+) -> thread::JoinHandle<T> {
+    let core = Arc::clone(core);
+    thread::spawn(move || f(&core))
 }
 
 fn get(core: &Core) -> Result<Lent, GetError> {
@@ -84,18 +92,12 @@ fn return_wakes_parked_waiter() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let c0 = get(&core).unwrap();
-        let waiter = {
-            let core = core.clone();
-            thread::spawn(move || {
-                let c = get(&core).expect("get");
-                assert_eq!(c.id(), 0, "the waiter must get the returned connection");
-                core.give_back(c);
-            })
-        };
-        let returner = {
-            let core = core.clone();
-            thread::spawn(move || core.give_back(c0))
-        };
+        let waiter = spawn(&core, move |core| {
+            let c = get(core).expect("get");
+            assert_eq!(c.id(), 0, "the waiter must get the returned connection");
+            core.give_back(c);
+        });
+        let returner = spawn(&core, move |core| core.give_back(c0));
         waiter.join().unwrap();
         returner.join().unwrap();
         at_rest(&core);
@@ -112,19 +114,13 @@ fn two_returns_wake_two_waiters() {
         let c0 = get(&core).unwrap();
         let c1 = get(&core).unwrap();
         let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let core = core.clone();
-                // Each keeps its connection until both have one (main returns them).
-                thread::spawn(move || get(&core).expect("get"))
-            })
+            // Each keeps its connection until both have one (main returns them).
+            .map(|_| spawn(&core, |core| get(core).expect("get")))
             .collect();
-        let returner = {
-            let core = core.clone();
-            thread::spawn(move || {
-                core.give_back(c0);
-                core.give_back(c1);
-            })
-        };
+        let returner = spawn(&core, move |core| {
+            core.give_back(c0);
+            core.give_back(c1);
+        });
         let got: Vec<Lent> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
         returner.join().unwrap();
         assert!(
@@ -147,26 +143,20 @@ fn cancelled_waiter_passes_hand_off() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let c0 = get(&core).unwrap();
-        let cancelled = {
-            let core = core.clone();
-            thread::spawn(move || {
-                let mut fut = core.acquire(false);
-                let mut cx = Context::from_waker(Waker::noop());
-                match fut.as_mut().poll(&mut cx) {
-                    // It got the unit at once (its re-check saw the return): give it back.
-                    Poll::Ready(r) => r.expect("not closed").give_back(&core),
-                    // In line; loom may run the return (and its hand-off to us) before the drop.
-                    Poll::Pending => drop(fut),
-                }
-            })
-        };
-        let waiter = {
-            let core = core.clone();
-            thread::spawn(move || {
-                let c = get(&core).expect("get");
-                core.give_back(c);
-            })
-        };
+        let cancelled = spawn(&core, move |core| {
+            let mut fut = core.acquire(false);
+            let mut cx = Context::from_waker(Waker::noop());
+            match fut.as_mut().poll(&mut cx) {
+                // It got the unit at once (its re-check saw the return): give it back.
+                Poll::Ready(r) => r.expect("not closed").give_back(core),
+                // In line; loom may run the return (and its hand-off to us) before the drop.
+                Poll::Pending => drop(fut),
+            }
+        });
+        let waiter = spawn(&core, move |core| {
+            let c = get(core).expect("get");
+            core.give_back(c);
+        });
         core.give_back(c0);
         cancelled.join().unwrap();
         waiter.join().unwrap();
@@ -183,17 +173,13 @@ fn expiry_races_hand_off() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let c0 = get(&core).unwrap();
-        let waiter = {
-            let core = core.clone();
-            thread::spawn(move || match block_on(core.get_with(true, true)) {
+        let waiter = spawn(&core, move |core| {
+            match block_on(core.get_with(true, true)) {
                 Ok(c) => core.give_back(c),
                 Err(e) => assert_eq!(e, GetError::TimedOut),
-            })
-        };
-        let expirer = {
-            let core = core.clone();
-            thread::spawn(move || core.expire_due())
-        };
+            }
+        });
+        let expirer = spawn(&core, move |core| core.expire_due());
         core.give_back(c0);
         expirer.join().unwrap();
         // The walk may have run before the waiter was in line: then it is still waiting, and
@@ -218,18 +204,11 @@ fn early_walk_expires_nobody() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let c0 = get(&core).unwrap();
-        let waiter = {
-            let core = core.clone();
-            thread::spawn(move || {
-                let c =
-                    block_on(core.get_with(true, true)).expect("not expired before its deadline");
-                core.give_back(c);
-            })
-        };
-        let walker = {
-            let core = core.clone();
-            thread::spawn(move || core.expire_due_now())
-        };
+        let waiter = spawn(&core, move |core| {
+            let c = block_on(core.get_with(true, true)).expect("not expired before its deadline");
+            core.give_back(c);
+        });
+        let walker = spawn(&core, move |core| core.expire_due_now());
         core.give_back(c0);
         walker.join().unwrap();
         waiter.join().unwrap();
@@ -246,23 +225,17 @@ fn timer_duty_passes_on() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let c0 = get(&core).unwrap();
-        let leaver = {
-            let core = core.clone();
-            thread::spawn(move || {
-                // In line (taking the duty if it is free), then gone.
-                let mut first = core.acquire(true);
-                let mut cx = Context::from_waker(Waker::noop());
-                assert!(first.as_mut().poll(&mut cx).is_pending());
-                drop(first);
-            })
-        };
-        let stayer = {
-            let core = core.clone();
-            thread::spawn(move || {
-                let c = block_on(core.get_with(true, true)).expect("get");
-                core.give_back(c);
-            })
-        };
+        let leaver = spawn(&core, move |core| {
+            // In line (taking the duty if it is free), then gone.
+            let mut first = core.acquire(true);
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(first.as_mut().poll(&mut cx).is_pending());
+            drop(first);
+        });
+        let stayer = spawn(&core, move |core| {
+            let c = block_on(core.get_with(true, true)).expect("get");
+            core.give_back(c);
+        });
         leaver.join().unwrap();
         // The stayer (in line, or about to be) must end up holding the duty on its own.
         core.wait_for_duty();
@@ -282,16 +255,12 @@ fn close_wakes_waiters() {
         let c0 = get(&core).unwrap();
         let waiters: Vec<_> = (0..2)
             .map(|_| {
-                let core = core.clone();
-                thread::spawn(move || {
-                    assert_eq!(get(&core).unwrap_err(), GetError::Closed);
+                spawn(&core, move |core| {
+                    assert_eq!(get(core).unwrap_err(), GetError::Closed);
                 })
             })
             .collect();
-        let closer = {
-            let core = core.clone();
-            thread::spawn(move || assert!(core.close()))
-        };
+        let closer = spawn(&core, move |core| assert!(core.close()));
         for w in waiters {
             w.join().unwrap();
         }
@@ -312,23 +281,14 @@ fn close_races_get_and_return() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let c0 = get(&core).unwrap();
-        let getter = {
-            let core = core.clone();
-            thread::spawn(move || match get(&core) {
-                // The returned connection, or (when close drained it first) a new one: a get
-                // concurrent with close may still succeed; its connection closes on return.
-                Ok(c) => core.give_back(c),
-                Err(e) => assert_eq!(e, GetError::Closed),
-            })
-        };
-        let returner = {
-            let core = core.clone();
-            thread::spawn(move || core.give_back(c0))
-        };
-        let closer = {
-            let core = core.clone();
-            thread::spawn(move || assert!(core.close()))
-        };
+        let getter = spawn(&core, move |core| match get(core) {
+            // The returned connection, or (when close drained it first) a new one: a get
+            // concurrent with close may still succeed; its connection closes on return.
+            Ok(c) => core.give_back(c),
+            Err(e) => assert_eq!(e, GetError::Closed),
+        });
+        let returner = spawn(&core, move |core| core.give_back(c0));
+        let closer = spawn(&core, move |core| assert!(core.close()));
         getter.join().unwrap();
         returner.join().unwrap();
         closer.join().unwrap();
@@ -352,18 +312,14 @@ fn resize_down_races_get_return() {
         let core = Arc::new(Core::new(2, &["a"]));
         let getters: Vec<_> = (0..2)
             .map(|_| {
-                let core = core.clone();
-                thread::spawn(move || {
-                    let c = get(&core).expect("get");
+                spawn(&core, move |core| {
+                    let c = get(core).expect("get");
                     assert!(core.size() <= 2, "size above the larger max_size: {core:?}");
                     core.give_back(c);
                 })
             })
             .collect();
-        let resizer = {
-            let core = core.clone();
-            thread::spawn(move || core.resize(1))
-        };
+        let resizer = spawn(&core, move |core| core.resize(1));
         for g in getters {
             g.join().unwrap();
         }
@@ -387,18 +343,12 @@ fn resize_up_wakes_waiter() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let c0 = get(&core).unwrap();
-        let waiter = {
-            let core = core.clone();
-            thread::spawn(move || {
-                let c = get(&core).expect("get");
-                assert!(core.size() <= 2, "size above max_size: {core:?}");
-                core.give_back(c);
-            })
-        };
-        let resizer = {
-            let core = core.clone();
-            thread::spawn(move || core.resize(2))
-        };
+        let waiter = spawn(&core, move |core| {
+            let c = get(core).expect("get");
+            assert!(core.size() <= 2, "size above max_size: {core:?}");
+            core.give_back(c);
+        });
+        let resizer = spawn(&core, move |core| core.resize(2));
         waiter.join().unwrap();
         resizer.join().unwrap();
         core.give_back(c0);
@@ -424,10 +374,7 @@ fn set_backends_races_get_return() {
                 swapped.store(true, SeqCst);
             })
         };
-        let returner = {
-            let core = core.clone();
-            thread::spawn(move || core.give_back(c0))
-        };
+        let returner = spawn(&core, move |core| core.give_back(c0));
         let getter = {
             let (core, swapped) = (core.clone(), swapped.clone());
             thread::spawn(move || {
@@ -467,19 +414,13 @@ fn try_get_races_return() {
     loom::model(|| {
         let core = Arc::new(Core::new(2, &["a"]));
         let c0 = get(&core).unwrap();
-        let trier = {
-            let core = core.clone();
-            thread::spawn(move || {
-                if let Some(c) = core.try_get() {
-                    assert_eq!(c.id(), 0, "try_get may only hand out an idle connection");
-                    core.give_back(c);
-                }
-            })
-        };
-        let returner = {
-            let core = core.clone();
-            thread::spawn(move || core.give_back(c0))
-        };
+        let trier = spawn(&core, move |core| {
+            if let Some(c) = core.try_get() {
+                assert_eq!(c.id(), 0, "try_get may only hand out an idle connection");
+                core.give_back(c);
+            }
+        });
+        let returner = spawn(&core, move |core| core.give_back(c0));
         trier.join().unwrap();
         returner.join().unwrap();
         at_rest(&core);
@@ -495,21 +436,15 @@ fn try_get_races_return() {
 fn connect_failure_releases_slot() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
-        let failing = {
-            let core = core.clone();
-            thread::spawn(move || match block_on(core.get(false)) {
-                Err(e) => assert_eq!(e, GetError::ConnectFailed),
-                // It found the other getter's returned connection: no connect needed.
-                Ok(c) => core.give_back(c),
-            })
-        };
-        let getter = {
-            let core = core.clone();
-            thread::spawn(move || {
-                let c = get(&core).expect("get");
-                core.give_back(c);
-            })
-        };
+        let failing = spawn(&core, move |core| match block_on(core.get(false)) {
+            Err(e) => assert_eq!(e, GetError::ConnectFailed),
+            // It found the other getter's returned connection: no connect needed.
+            Ok(c) => core.give_back(c),
+        });
+        let getter = spawn(&core, move |core| {
+            let c = get(core).expect("get");
+            core.give_back(c);
+        });
         failing.join().unwrap();
         getter.join().unwrap();
         at_rest(&core);
