@@ -14,9 +14,9 @@ cd "$(dirname "$0")/.."
 
 # mutant                model that must catch it          the bug
 table=(
-  "reserve_not_cas      two_getters_one_permit            try_reserve checks then stores instead of a CAS"
-  "no_recheck           two_getters_one_permit            a waiter does not re-check for a unit after queueing"
-  "no_epoch_recheck     two_getters_one_permit            a return ignores a waiter that registered while it worked"
+  "reserve_not_cas      two_getters_one_unit              try_reserve checks then stores instead of a CAS"
+  "no_recheck           two_getters_one_unit              a waiter does not re-check for a unit after queueing"
+  "no_epoch_recheck     two_getters_one_unit              a return ignores a waiter that registered while it worked"
   "cancel_drops_handoff cancelled_waiter_passes_hand_off  a cancelled waiter drops a unit handed to it"
   "hand_off_no_cas      cancelled_waiter_passes_hand_off  a return hands its unit to a slot without the CAS"
   "expire_early         early_walk_expires_nobody         the duty's walk expires waiters whatever their deadline"

@@ -37,7 +37,7 @@ pub enum GetError {
     Closed,
     /// The (shared) deadline passed: [`Core::expire_due`] expired the wait.
     TimedOut,
-    /// The connect failed (or its backend left the list meanwhile); the permit was released.
+    /// The connect failed (or its backend left the list meanwhile); its slot went on.
     ConnectFailed,
     /// No backend is listed.
     NoBackends,
@@ -163,10 +163,9 @@ impl Core {
     /// deadline (expired only by [`expire_due`](Self::expire_due)); else with none. Drop it
     /// to cancel.
     pub fn acquire(&self, shared: bool) -> Acquire<'_> {
-        let deadline = shared.then(|| Instant::now() + Duration::from_secs(3600));
         Box::pin(async move {
             self.engine
-                .acquire(&self.rec, deadline, shared)
+                .acquire(&self.rec, shared_deadline(shared), shared)
                 .await
                 .map(|t| Unit(EngineUnit::new(&self.engine, &self.rec, t)))
                 .map_err(wait_error)
@@ -183,8 +182,7 @@ impl Core {
     /// The timer duty's walk at a time past every shared deadline: expires every shared
     /// waiter still in line.
     pub fn expire_due(&self) {
-        self.engine
-            .expire_due(Instant::now() + Duration::from_secs(7200));
+        self.engine.expire_due(Instant::now() + 2 * SHARED_WAIT);
     }
 
     /// The timer duty's walk now, before any shared deadline (an early fire of its timer):
@@ -231,13 +229,11 @@ impl Core {
         }
         let token = match first {
             Some(t) => t,
-            None => {
-                let deadline = shared.then(|| Instant::now() + Duration::from_secs(3600));
-                self.engine
-                    .acquire(&self.rec, deadline, shared)
-                    .await
-                    .map_err(wait_error)?
-            }
+            None => self
+                .engine
+                .acquire(&self.rec, shared_deadline(shared), shared)
+                .await
+                .map_err(wait_error)?,
         };
         let mut unit = EngineUnit::new(&self.engine, &self.rec, token);
         if self.engine.is_closed() {
@@ -411,6 +407,15 @@ impl Core {
     pub fn live(&self) -> usize {
         self.opened() - self.rec.closed.lock().expect("recorder").len()
     }
+}
+
+/// How far off a model waiter's shared deadline is: far beyond any model's run, so only
+/// [`Core::expire_due`] (a walk past it) expires anyone.
+const SHARED_WAIT: Duration = Duration::from_secs(3600);
+
+/// A waiter's shared deadline, if it has one (see [`SHARED_WAIT`]).
+fn shared_deadline(shared: bool) -> Option<Instant> {
+    shared.then(|| Instant::now() + SHARED_WAIT)
 }
 
 fn wait_error(e: WaitError) -> GetError {

@@ -66,8 +66,8 @@ use std::time::Duration;
 use crate::idle::{Conn, Token};
 use crate::lanes::{self, Lane};
 use crate::sync::{
-    fence_seqcst, AtomicBool, AtomicCell, AtomicU64, AtomicU8, AtomicUsize, CachePadded, Instant,
-    Mutex, MutexGuard, Ordering, SlotArc as Arc, WaitQueue,
+    fence_seqcst, nanos_since, AtomicBool, AtomicCell, AtomicU64, AtomicU8, AtomicUsize,
+    CachePadded, Instant, Mutex, MutexGuard, Ordering, SlotArc as Arc, WaitQueue,
 };
 
 /// One waiter in the low half of the waiting word.
@@ -116,7 +116,7 @@ pub(crate) struct WaitSlot<C> {
     state: AtomicU8,
     /// Nanoseconds from the admission's epoch, or [`NO_DEADLINE`].
     deadline: AtomicU64,
-    /// The connection handed over (a handed slot is `HANDED_SLOT` with nothing here). Written
+    /// The connection handed over (a free slot handed over is `HANDED` with nothing here). Written
     /// by one return before its CAS to `HANDED`, taken by the waiter after it saw that: never
     /// contended, one atomic swap on each side.
     unit: AtomicCell<Option<Conn<C>>>,
@@ -196,9 +196,9 @@ struct Front<C> {
     line: Mutex<Line<C>>,
 }
 
-/// The line: slots in arrival order, and how many of them are marked (an estimate that only
-/// errs high: a slot marked after its pop is counted and never found). Marked slots are dropped
-/// when popped, and all at once when they outnumber the live ones.
+/// The line: slots in arrival order, some of them marked (their count, an estimate that only
+/// errs high, is `Front::marks`: a slot marked after its pop is counted and never found).
+/// Marked slots are dropped when popped, and all at once when they outnumber the live ones.
 struct Line<C> {
     slots: VecDeque<Arc<WaitSlot<C>>>,
 }
@@ -230,9 +230,7 @@ impl<C> Admission<C> {
     }
 
     fn to_nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(NO_DEADLINE - 1)
-            .min(NO_DEADLINE - 1)
+        nanos_since(self.epoch, at).min(NO_DEADLINE - 1)
     }
 
     fn to_instant(&self, nanos: u64) -> Instant {
@@ -289,7 +287,7 @@ impl<C> Admission<C> {
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         // Relaxed: a fairness hint; no correctness depends on it (see above).
-        self.front.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1) == 0
+        Waiting(self.front.waiting.load(Ordering::Relaxed)).waiters() == 0
     }
 
     /// Does a waiter hold the timer duty (for the models)?
@@ -310,7 +308,7 @@ impl<C> Admission<C> {
     /// Queued waiters (a gauge).
     pub(crate) fn waiters(&self) -> usize {
         // Relaxed: a gauge for status.
-        usize::try_from(self.front.waiting.load(Ordering::Relaxed) & (ONE_EPOCH - 1)).unwrap_or(0)
+        usize::try_from(Waiting(self.front.waiting.load(Ordering::Relaxed)).waiters()).unwrap_or(0)
     }
 
     /// Hands `unit` to the oldest waiting slot; gives it back if there is none.
@@ -321,9 +319,8 @@ impl<C> Admission<C> {
                 return Err(unit);
             };
             if !slot.is_waiting() {
-                // Marked: its waiter left (or it expired, or closed). Dropped from the line.
-                self.unmark();
-                self.recycle(slot);
+                // Marked: its waiter left (or it expired, or closed).
+                self.drop_marked(slot);
                 continue;
             }
             // The unit goes in first: the waiter looks at the cell only once it sees `HANDED`.
@@ -348,18 +345,19 @@ impl<C> Admission<C> {
                 return Ok(());
             }
             unit = slot.take_unit();
-            self.unmark();
-            self.recycle(slot);
+            self.drop_marked(slot);
         }
     }
 
-    /// A marked slot left the line.
-    fn unmark(&self) {
+    /// A marked slot popped from the line: uncounted, and kept for reuse if nobody else holds
+    /// it.
+    fn drop_marked(&self, slot: Arc<WaitSlot<C>>) {
         // Relaxed: see `marked`; saturating, since the count only errs high.
         let _ = self
             .front
             .marks
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |m| m.checked_sub(1));
+        self.recycle(slot);
     }
 
     /// Wakes every waiter (the pool closed: they see `Closed`). A slot already handed keeps
@@ -393,8 +391,7 @@ impl<C> Admission<C> {
             // Marked slots at the front go first (cheap cleanup).
             while line.slots.front().is_some_and(|s| !s.is_waiting()) {
                 if let Some(slot) = line.slots.pop_front() {
-                    self.unmark();
-                    self.recycle(slot);
+                    self.drop_marked(slot);
                 }
             }
             for slot in &line.slots {
@@ -582,10 +579,7 @@ impl<'a, C> Queued<'a, C> {
             .front
             .waiting
             .fetch_sub(ONE_WAITER, Ordering::SeqCst);
-        let slot = self
-            .slot
-            .as_ref()
-            .expect("a Queued holds its slot until dropped");
+        let slot = self.slot();
         // Relaxed: `TAKEN` was our own store (served: the common way out, no CAS needed).
         let handed = if slot.state.load(Ordering::Relaxed) == TAKEN {
             None
@@ -603,10 +597,7 @@ impl<'a, C> Queued<'a, C> {
                     None
                 }
                 Err(HANDED) if !cfg!(connpool_mutant = "cancel_drops_handoff") => {
-                    let unit = slot.take_unit();
-                    // Relaxed: ours alone after `HANDED`.
-                    slot.state.store(TAKEN, Ordering::Relaxed);
-                    Some(unit)
+                    Some(self.take_unit())
                 }
                 Err(_) => None,
             }

@@ -18,7 +18,7 @@ pub(crate) use crate::backoff::BackoffPolicy;
 use crate::balance::Balance;
 use crate::lanes::Cells;
 use crate::sync::{
-    Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering,
+    nanos_since, Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering,
 };
 
 /// One backend the pool may dial: an address plus what discovery said about it.
@@ -137,7 +137,7 @@ impl BackendEntry {
     /// times read as 0, and 584 years on saturate.
     #[inline]
     pub(crate) fn stamp(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        nanos_since(self.epoch, at)
     }
 
     /// The instant of a [`stamp`](Self::stamp).
@@ -254,13 +254,7 @@ impl Backends {
     }
 
     fn now_nanos(&self) -> u64 {
-        u64::try_from(
-            Instant::now()
-                .saturating_duration_since(self.epoch)
-                .as_nanos(),
-        )
-        .unwrap_or(u64::MAX)
-        .max(1)
+        nanos_since(self.epoch, Instant::now()).max(1)
     }
 
     /// Picks the next backend to dial, skipping `tried` and backends in backoff. A backend

@@ -22,8 +22,8 @@
 //!
 //! # Returning and handing off
 //!
-//! [`Engine::give`] puts a unit back: with waiters queued it pushes the unit to the hand-off
-//! queue and notifies the oldest listener, which then owns that unit (see `admission.rs`);
+//! [`Engine::give`] puts a unit back: with waiters queued it hands the unit to the oldest
+//! waiter's slot and notifies that waiter, which then owns the unit (see `admission.rs`);
 //! with nobody queued it *puts* the unit (a connection to the idle queue, a slot back to
 //! `size`), then re-loads the waiting word: if a waiter registered meanwhile, its re-check may
 //! have run before the unit arrived, so the return takes a unit back and hands it off.
@@ -52,8 +52,9 @@
 //! models SeqCst accesses only as AcqRel and does not see inside `ArrayQueue`, the return
 //! path's [`handshake_fence`] stands in for the push's SeqCst CAS.)
 //!
-//! A connection's contents are published from its returner to its next user by the queue's
-//! own Release/Acquire (idle or hand-off queue).
+//! A connection's contents are published from its returner to its next user by the idle
+//! queue's own Release/Acquire, or, handed to a waiter, by the Release/Acquire of the slot's
+//! move to `HANDED` (see `admission.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -126,7 +127,7 @@ pub(crate) struct Engine<C> {
 }
 
 impl<C> Engine<C> {
-    /// `max_size` units, idle and hand-off queues of `capacity` (the fixed `max_size_limit`).
+    /// `max_size` units, an idle queue of `capacity` (the fixed `max_size_limit`).
     pub(crate) fn new(max_size: usize, capacity: usize, max_idle: usize) -> Self {
         Engine {
             idle: IdleQueue::new(capacity),
@@ -199,10 +200,10 @@ impl<C> Engine<C> {
     }
 
     /// Does the idle queue already hold `max_idle` connections (so a returning one closes)?
-    #[inline]
     /// Only looks at the queue (whose length reads both of its contended ends) when `size`
     /// says it could: the returning connection counts in `size` and is not queued, so while
     /// `size <= max_idle` the queue holds fewer than `max_idle`.
+    #[inline]
     fn idle_full(&self) -> bool {
         let max_idle = self.max_idle();
         self.size() > max_idle && self.idle.len() >= max_idle

@@ -24,7 +24,7 @@ pub(crate) enum Token<C> {
 }
 
 /// A connection and what the pool knows about it, boxed once when the connection opens:
-/// it travels between the idle queue, the hand-off queue and its `Pooled` guard as one
+/// it travels between the idle queue, a waiter's slot and its guard as one
 /// pointer, so the hit path moves eight bytes wherever it moves a connection, however large
 /// the connection and its bookkeeping are (and the queues' slots stay small).
 pub(crate) struct Conn<C>(Box<Entry<C>>);

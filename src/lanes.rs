@@ -161,35 +161,42 @@ impl<const K: usize> Default for Cells<K> {
 }
 
 impl<const K: usize> Cells<K> {
-    /// Adds `n` (wrapping) to cell `k` on `lane`.
+    /// `lane`'s line, and whether the calling thread owns it (is its only writer).
     #[inline]
-    pub(crate) fn add(&self, lane: Lane, k: usize, n: u64) {
+    fn line(&self, lane: Lane) -> (&[AtomicU64; K], bool) {
         if lane.0 < self.owned {
-            let c = &self.lines[lane.0][k];
+            (&self.lines[lane.0], true)
+        } else {
+            (&self.lines[self.owned + lane.0 % SHARED], false)
+        }
+    }
+
+    /// Adds `n` (wrapping) to `c`, on a line the calling thread owns or a shared one.
+    #[inline]
+    fn bump(c: &AtomicU64, owned: bool, n: u64) {
+        if owned {
             // Relaxed load and store, not a read-modify-write: this thread is the only writer
             // of its owned line (see the module docs), so no update can fall between them.
             c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
         } else {
             // Relaxed: a shared line; the RMW keeps concurrent updates.
-            self.lines[self.owned + lane.0 % SHARED][k].fetch_add(n, Ordering::Relaxed);
+            c.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Adds `n` (wrapping) to cell `k` on `lane`.
+    #[inline]
+    pub(crate) fn add(&self, lane: Lane, k: usize, n: u64) {
+        let (line, owned) = self.line(lane);
+        Self::bump(&line[k], owned, n);
     }
 
     /// Adds `deltas[k]` (wrapping) to every cell `k` on `lane`: one line, one bounds check.
     #[inline]
     pub(crate) fn add_all(&self, lane: Lane, deltas: [u64; K]) {
-        if lane.0 < self.owned {
-            let line = &self.lines[lane.0];
-            for (c, d) in line.iter().zip(deltas) {
-                // Relaxed load and store: as in `add`.
-                c.store(c.load(Ordering::Relaxed).wrapping_add(d), Ordering::Relaxed);
-            }
-        } else {
-            let line = &self.lines[self.owned + lane.0 % SHARED];
-            for (c, d) in line.iter().zip(deltas) {
-                // Relaxed: as in `add`.
-                c.fetch_add(d, Ordering::Relaxed);
-            }
+        let (line, owned) = self.line(lane);
+        for (c, d) in line.iter().zip(deltas) {
+            Self::bump(c, owned, d);
         }
     }
 

@@ -124,6 +124,7 @@ impl<M: Manager> PoolInner<M> {
             };
             match self.dial(&entry, None).await {
                 Ok(c) => {
+                    // The new connection now stands for the slot: the slot itself goes.
                     drop(unit.take());
                     self.requeue(c);
                 }

@@ -203,7 +203,8 @@ impl<M: Manager> Pool<M> {
 
     /// [`get`](Self::get), lending a [`PooledRef`] that borrows this handle instead of a
     /// [`Pooled`] that owns a reference to the pool: the same connection, the same rules, and
-    /// no reference count taken or given back, which makes a hit about a third cheaper. Use it
+    /// no reference count taken or given back, which makes a hit about a fifth cheaper (see
+    /// `BENCHMARKS.md`). Use it
     /// where the connection does not outlive the handle (a request handler holding
     /// `&Pool`); [`PooledRef::into_owned`] converts when it must.
     ///
@@ -239,7 +240,7 @@ impl<M: Manager> Pool<M> {
             .engine
             .try_take(&mut LazyNow::new(), inner.config.idle_timeout, &**inner)
         {
-            Some(c) => Ok(Pooled::new(self.handle.anchor(Lane::current()), c)),
+            Some(c) => Ok(Pooled::new(self.anchor(), c)),
             None => {
                 stats::bump(&inner.counters.exhausted);
                 Err(Error::Exhausted)
@@ -568,7 +569,7 @@ impl<M: Manager> PoolInner<M> {
     }
 
     /// The fast path of a get, while nobody is queued: an idle connection (the hit: no clock
-    /// read, no shared write, no await), else a free slot to dial with.
+    /// read, no await, no shared write but the queue's own), else a free slot to dial with.
     #[inline]
     fn fast_path(&self) -> Fast<M::Connection> {
         if self.is_closed() {
@@ -621,7 +622,7 @@ impl<M: Manager> PoolInner<M> {
                     return Err(Error::Exhausted);
                 }
                 let start = started.get();
-                let deadline = deadline_after(start, timeout);
+                let deadline = deadline_from(start);
                 self.counters.wait_started();
                 // The pool's own `wait_timeout` is the line's shared deadline: kept by one
                 // timer for all such waiters (see `admission.rs`); another timeout arms its own.

@@ -42,8 +42,8 @@
 pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-/// The mutexes of the waiters' line and slots: loom's under loom, which must see a model
-/// thread block on one (their critical sections contain loom atomics).
+/// The mutex of the waiters' line: loom's under loom, which must see a model thread block on
+/// it (its critical sections contain loom atomics).
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
@@ -78,6 +78,13 @@ pub(crate) use event_listener::Event as WaitQueue;
 /// runtime it reads the system's monotonic clock. Under `cfg(loom)` too: tokio (a plain
 /// dependency there) is built without its own loom switch, so its clock works as usual.
 pub(crate) type Instant = tokio::time::Instant;
+
+/// `at` as nanoseconds since `epoch`, the pool's compact time (connection timestamps,
+/// backoff deadlines, waiters' deadlines): earlier times read as 0, and 584 years on saturate.
+#[inline]
+pub(crate) fn nanos_since(epoch: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// Marks the load half of a `SeqCst` store-load handshake (see the module docs): a
 /// `fence(SeqCst)` under loom, which models `SeqCst` accesses only as `AcqRel`; nothing

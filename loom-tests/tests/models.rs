@@ -58,7 +58,7 @@ fn get(core: &Core) -> Result<Lent, GetError> {
 /// Catches `reserve_not_cas` (both reserve the one slot), `no_recheck` and `no_epoch_recheck`
 /// (a return that misses a registering waiter strands it: deadlock).
 #[test]
-fn two_getters_one_permit() {
+fn two_getters_one_unit() {
     loom::model(|| {
         let core = Arc::new(Core::new(1, &["a"]));
         let inside = Arc::new(AtomicUsize::new(0));
