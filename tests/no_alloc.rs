@@ -145,6 +145,7 @@ fn get_and_return_of_an_idle_connection_allocates_nothing() {
 
         let stats = pool.stats();
         assert_eq!(stats.misses, 4, "every counted get was a hit");
-        assert!(stats.hits >= 3 * CYCLES as u64);
+        // The 100 warm-up gets and every cycle above (try_get's count as hits too).
+        assert_eq!(stats.hits, 100 + 3 * CYCLES as u64);
     });
 }
