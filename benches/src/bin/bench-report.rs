@@ -132,12 +132,12 @@ fn child(args: &[String]) -> ExitCode {
     };
     match measured {
         Ok(m) => {
-            let mut counts = m.per_task.clone();
+            let mut counts = m.per_task;
             counts.sort_unstable();
             let min = counts.first().copied().unwrap_or(0);
             let max = counts.last().copied().unwrap_or(0);
             let med = counts.get(counts.len() / 2).copied().unwrap_or(0);
-            // The share of tasks served more than 1.5x the median (a task the scheduler
+            // The number of tasks served more than 1.5x the median (a task the scheduler
             // favours shows here even when the pool serves its line in order).
             let over = counts.iter().filter(|&&n| 2 * n > 3 * med).count();
             println!(
@@ -276,6 +276,14 @@ fn median_round(rounds: Vec<Outcome>) -> Outcome {
     Outcome::Done(done.swap_remove(mid))
 }
 
+/// `kind`'s measured row among `rows`, if it completed.
+fn done_row(rows: &[(Kind, Outcome)], kind: Kind) -> Option<&Row> {
+    rows.iter().find_map(|(k, out)| match out {
+        Outcome::Done(r) if *k == kind => Some(r),
+        _ => None,
+    })
+}
+
 fn fmt_rate(per_s: f64) -> String {
     if per_s >= 1e6 {
         format!("{:.2} M/s", per_s / 1e6)
@@ -309,9 +317,11 @@ fn report(o: &Opts) {
         let mut rounds: Vec<Vec<Outcome>> = vec![Vec::new(); o.kinds.len()];
         for round in 0..o.rounds {
             for (i, &kind) in o.kinds.iter().enumerate() {
+                // A pool that hung, failed or was skipped runs no more rounds (so only its last
+                // round can say so).
                 if rounds[i]
-                    .iter()
-                    .any(|r| matches!(r, Outcome::Hung | Outcome::Failed(_) | Outcome::Skipped(_)))
+                    .last()
+                    .is_some_and(|r| !matches!(r, Outcome::Done(_)))
                 {
                     continue;
                 }
@@ -349,10 +359,7 @@ fn report(o: &Opts) {
     }
     println!();
     for (sc, rows) in &all {
-        let base = rows.iter().find_map(|(k, out)| match out {
-            Outcome::Done(r) if *k == Kind::Connpool => Some(r.throughput()),
-            _ => None,
-        });
+        let base = done_row(rows, Kind::Connpool).map(Row::throughput);
         print!("| {} |", sc.name());
         for (_, out) in rows {
             let cell = match (out, base) {
@@ -370,10 +377,7 @@ fn report(o: &Opts) {
 
     for (sc, rows) in &all {
         println!("## {}: {}\n", sc.name(), sc.describe());
-        let base = rows.iter().find_map(|(k, out)| match out {
-            Outcome::Done(r) if *k == Kind::Connpool => Some(r.clone()),
-            _ => None,
-        });
+        let base = done_row(rows, Kind::Connpool);
         let fair = *sc == Scenario::Oversubscribed || sc.shape().tasks > 1;
         print!("| pool | throughput | vs connpool | p50 get | p99 get | p99 vs connpool | worst wait |");
         if fair {
@@ -459,12 +463,7 @@ fn report(o: &Opts) {
                 _ => None,
             })
             .max_by(|a, b| a.1.total_cmp(&b.1));
-        let floor = |f: Kind| {
-            rows.iter().find_map(|(k, out)| match out {
-                Outcome::Done(r) if *k == f => Some(r.throughput()),
-                _ => None,
-            })
-        };
+        let floor = |f: Kind| done_row(rows, f).map(Row::throughput);
         for (k, out) in rows.iter().filter(|(k, _)| k.is_connpool()) {
             let Outcome::Done(b) = out else { continue };
             let mut line = k.name().to_owned();
