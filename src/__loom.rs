@@ -1,14 +1,14 @@
 //! The crate's internals as the loom models in `loom-tests` drive them. Only under
 //! `cfg(loom)`; hidden; not part of the API.
 //!
-//! [`Core`] is the real [`Engine`] (idle queue, capacity, the waiters' line and its hand-off,
-//! the timer duty's expiry walk, gauges, closed flag, return path, close handshake, try_take,
-//! resize, purge, the `Unit`/`Opening` guards) plus the real [`Backends`] cell, with a recorder
-//! as the engine's hooks in place of the manager, counters and events. Each method is one call
-//! into that code, except [`Core::get`], which strings the engine's steps together in the order
-//! `PoolInner::fast_path` and `PoolInner::get_slow` do (minus the tokio parts: test-on-borrow,
-//! and the manager's `connect`, which here succeeds or fails at once; the waiters' timer is one
-//! that never fires, and expiry is driven by [`Core::expire_due`]).
+//! [`Core`] is the real [`Engine`] (idle queue, capacity, the waiters' line and its hand-off, the
+//! timer duty's expiry walk, gauges, closed flag, return path, close handshake, try_take, resize,
+//! purge, the `Unit`/`Opening` guards) plus the real [`Backends`] cell, with a recorder as the
+//! engine's hooks in place of the manager, counters and events. Each method is one call into that
+//! code, except [`Core::get_with`], which strings the engine's steps together in the order
+//! `PoolInner::fast_path` and `PoolInner::get_slow` do (minus the tokio parts: test-on-borrow, and
+//! the manager's `connect`, which here succeeds or fails at once; the waiters' timer is one that
+//! never fires, and expiry is driven by [`Core::expire_due`]).
 //!
 //! See `sync.rs` for what loom sees (atomics, the wait queue) and what it does not
 //! (`ArrayQueue` and `ArcSwap` run as opaque steps; their correctness is upstream's).
@@ -25,10 +25,6 @@ use crate::events::CloseReason;
 use crate::idle::{Conn, LazyNow, Meta, Token};
 use crate::lanes::Lane;
 use crate::sync::{Arc, Instant, Ordering};
-
-/// The pool closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
 
 /// Why [`Core::get`] failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,11 +121,6 @@ impl fmt::Debug for Lent {
 pub struct Unit<'a>(EngineUnit<'a, TestConn, Recorder>);
 
 impl Unit<'_> {
-    /// An idle connection (else a slot to open one with).
-    pub fn is_conn(&mut self) -> bool {
-        matches!(self.0.token(), Token::Conn(_))
-    }
-
     /// Gives the unit back as it is (dropping it instead closes a connection it holds, as a
     /// get cancelled mid-check does).
     pub fn give_back(self, core: &Core) {
@@ -189,11 +180,6 @@ impl Core {
     /// must expire nobody.
     pub fn expire_due_now(&self) {
         self.engine.expire_due(Instant::now());
-    }
-
-    /// Does a waiter hold the timer duty now?
-    pub fn duty_held(&self) -> bool {
-        self.engine.duty_held()
     }
 
     /// Blocks until a waiter holds the timer duty (told by the waiter that takes it).

@@ -61,13 +61,12 @@
 //! its own deadline if that is not a shared one.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use crate::idle::{Conn, Token};
 use crate::lanes::{self, Lane};
 use crate::sync::{
-    fence_seqcst, nanos_since, AtomicBool, AtomicCell, AtomicU64, AtomicU8, AtomicUsize,
-    CachePadded, Instant, Mutex, MutexGuard, Ordering, SlotArc as Arc, WaitQueue,
+    fence_seqcst, instant_at, nanos_since, AtomicBool, AtomicCell, AtomicU64, AtomicU8,
+    AtomicUsize, CachePadded, Instant, Mutex, MutexGuard, Ordering, SlotArc as Arc, WaitQueue,
 };
 
 /// One waiter in the low half of the waiting word.
@@ -234,7 +233,7 @@ impl<C> Admission<C> {
     }
 
     fn to_instant(&self, nanos: u64) -> Instant {
-        self.epoch + Duration::from_nanos(nanos)
+        instant_at(self.epoch, nanos)
     }
 
     /// This thread's spare-slot cell.

@@ -18,7 +18,8 @@ pub(crate) use crate::backoff::BackoffPolicy;
 use crate::balance::Balance;
 use crate::lanes::Cells;
 use crate::sync::{
-    nanos_since, Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant, Ordering,
+    instant_at, nanos_since, Arc, ArcSwap, AtomicBool, AtomicU64, AtomicUsize, CachePadded,
+    Instant, Ordering,
 };
 
 /// One backend the pool may dial: an address plus what discovery said about it.
@@ -97,8 +98,10 @@ pub(crate) const IN_USE: usize = 1;
 pub(crate) struct BackendEntry {
     pub(crate) backend: Backend,
     /// Set once when the backend leaves the list; never cleared. Read on every get and every
-    /// return, so it has a cache line of its own: the gauges below are written on every get
-    /// and return, and a flag sharing their line would miss in every other core's cache.
+    /// return, so it has a cache line of its own: the fields around it are written on every
+    /// open and close (`size`) and failed connect, and a flag sharing their line would then
+    /// miss in every core that reads it. (The gauges written on every get and return live in
+    /// their own lanes.)
     removed: CachePadded<AtomicBool>,
     /// Open connections to this backend (idle, lent or being checked), and connects to it in
     /// flight.
@@ -142,7 +145,7 @@ impl BackendEntry {
 
     /// The instant of a [`stamp`](Self::stamp).
     pub(crate) fn instant(&self, stamp: u64) -> Instant {
-        self.epoch + Duration::from_nanos(stamp)
+        instant_at(self.epoch, stamp)
     }
 
     /// Has this backend left the list?

@@ -15,7 +15,8 @@
 //! refuses at `max_size` ([`Engine::try_reserve`]), which is the hard bound: a hit does not
 //! change `size`, so it needs no permit of its own. A hit is one pop from the queue and a
 //! return one push, with gauges in per-thread lanes (see `lanes.rs`): no shared counter is
-//! written and no clock is read.
+//! written, and no clock is read unless a lifetime, an idle timeout or an idle-based check on
+//! borrow needs one (then once per get or return; see `LazyNow`).
 //!
 //! Nobody takes the fast path while others are queued: a newcomer that sees waiters queues
 //! behind them, so freed units go to waiters in arrival order.
@@ -175,12 +176,6 @@ impl<C> Engine<C> {
     #[cfg(loom)]
     pub(crate) fn expire_due(&self, now: Instant) -> Option<Instant> {
         self.admission.expire_due(now)
-    }
-
-    /// Does a waiter hold the timer duty (for the models)?
-    #[cfg(loom)]
-    pub(crate) fn duty_held(&self) -> bool {
-        self.admission.duty_held()
     }
 
     /// Blocks the model thread until a waiter holds the timer duty.
@@ -758,7 +753,7 @@ impl Drop for Opening<'_> {
 
 /// A unit owned by a get in progress (or a background pass), given back when dropped: a
 /// connection is closed (its state is unknown, e.g. cancelled mid-check) and its unit goes
-/// on; a slot goes on. [`take`](Self::take) and [`disarm`](Self::disarm) hand it on instead.
+/// on; a slot goes on. [`take`](Self::take) and [`take_conn`](Self::take_conn) hand it on instead.
 pub(crate) struct Unit<'a, C, H: Hooks<C>> {
     engine: &'a Engine<C>,
     hooks: &'a H,

@@ -26,7 +26,6 @@
 //! Under `cfg(loom)` every thread of a model runs on one OS thread (one thread-local), so
 //! every operation takes the shared, read-modify-write path, which loom sees and checks.
 
-use std::sync::Mutex;
 #[cfg(not(loom))]
 use std::sync::OnceLock;
 
@@ -54,67 +53,68 @@ pub(crate) fn owned() -> usize {
     }
 }
 
-/// The process-wide registry of lane indices: the next never-used index and the given-back
-/// ones (the lowest is reused first, so owned lanes are reused before shared ones). Unused
-/// under loom (every operation takes a shared line there).
-#[cfg_attr(loom, allow(dead_code))]
-struct Registry {
-    next: usize,
-    free: Vec<usize>,
-}
+/// The lane registry and each thread's claim on it (not under loom, where every operation
+/// takes a shared line).
+#[cfg(not(loom))]
+mod registry {
+    use std::sync::Mutex;
 
-#[cfg_attr(loom, allow(dead_code))]
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    next: 0,
-    free: Vec::new(),
-});
+    /// The process-wide registry of lane indices: the next never-used index and the given-back
+    /// ones (the lowest is reused first, so owned lanes are reused before shared ones).
+    pub(super) struct Registry {
+        pub(super) next: usize,
+        pub(super) free: Vec<usize>,
+    }
 
-#[cfg_attr(loom, allow(dead_code))]
-impl Registry {
-    /// The lowest free index, or a new one.
-    fn claim(&mut self) -> usize {
-        let lowest = self
-            .free
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, i)| **i)
-            .map(|(at, _)| at);
-        match lowest {
-            Some(at) => self.free.swap_remove(at),
-            None => {
-                let i = self.next;
-                self.next += 1;
-                i
+    static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+        next: 0,
+        free: Vec::new(),
+    });
+
+    impl Registry {
+        /// The lowest free index, or a new one.
+        pub(super) fn claim(&mut self) -> usize {
+            let lowest = self
+                .free
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, i)| **i)
+                .map(|(at, _)| at);
+            match lowest {
+                Some(at) => self.free.swap_remove(at),
+                None => {
+                    let i = self.next;
+                    self.next += 1;
+                    i
+                }
             }
         }
     }
-}
 
-/// A thread's claim on its lane; gives it back when the thread exits.
-#[cfg_attr(loom, allow(dead_code))]
-struct Claim(usize);
+    /// A thread's claim on its lane; gives it back when the thread exits.
+    pub(super) struct Claim(pub(super) usize);
 
-#[cfg_attr(loom, allow(dead_code))]
-impl Claim {
-    fn new() -> Claim {
-        Claim(REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).claim())
+    impl Claim {
+        fn new() -> Claim {
+            Claim(REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).claim())
+        }
     }
-}
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        // Under the registry's mutex: the next claimant of this index sees every store this
-        // thread made to its lines (see the module docs).
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .free
-            .push(self.0);
+    impl Drop for Claim {
+        fn drop(&mut self) {
+            // Under the registry's mutex: the next claimant of this index sees every store this
+            // thread made to its lines (see the module docs).
+            REGISTRY
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .free
+                .push(self.0);
+        }
     }
-}
 
-thread_local! {
-    static LANE: Claim = Claim::new();
+    thread_local! {
+        pub(super) static LANE: Claim = Claim::new();
+    }
 }
 
 /// The calling thread's lane (see the module docs). Cheap: one thread-local read.
@@ -131,7 +131,9 @@ impl Lane {
         }
         #[cfg(not(loom))]
         {
-            LANE.try_with(|c| c.0).map_or(Lane(usize::MAX), Lane)
+            registry::LANE
+                .try_with(|c| c.0)
+                .map_or(Lane(usize::MAX), Lane)
         }
     }
 
@@ -256,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_given_back_lane_is_claimed_again_lowest_first() {
-        let mut r = Registry {
+        let mut r = registry::Registry {
             next: 0,
             free: Vec::new(),
         };

@@ -187,8 +187,9 @@ impl<M: Manager> Pool<M> {
     /// failed or all are backed off, [`Error::Check`] when a new connection failed its check.
     ///
     /// The future is [`Get`]: an idle connection comes back from its first poll, without
-    /// allocating or reading the clock; a get that must wait, dial or check goes on in a boxed
-    /// future of its own.
+    /// allocating (and without reading the clock unless `max_lifetime`, `idle_timeout` or an
+    /// idle-based `test_on_borrow` needs it, then once); a get that must wait, dial or check
+    /// goes on in a boxed future of its own.
     pub fn get(&self) -> Get<'_, M> {
         self.get_timeout(self.inner().config.wait_timeout)
     }
@@ -329,6 +330,7 @@ struct GetCore<'a, M: Manager> {
     /// The rest of a get that did not hit at once (boxed: a wait's state is large, and a
     /// hit should not pay for moving it).
     slow: Option<SlowGet<'a, M>>,
+    /// Resolved (a later poll is a caller's bug).
     done: bool,
 }
 
@@ -387,8 +389,9 @@ impl<'a, M: Manager> GetCore<'a, M> {
 
 impl<M: Manager> Drop for GetCore<'_, M> {
     fn drop(&mut self) {
-        if self.slow.is_some() && !self.done {
-            // Dropped mid-way (the slow future gives back whatever it held as it drops).
+        // `slow` is cleared when it resolves: still there, the get was dropped mid-way (the
+        // slow future gives back whatever it held as it drops).
+        if self.slow.is_some() {
             stats::bump(&self.pool.inner().counters.cancelled);
         }
     }
@@ -454,16 +457,16 @@ enum Fast<C> {
 /// A connection just opened by a get, while its check runs. Dropped without `take` (the get
 /// was cancelled mid-check), it is closed (its state is unknown); the get's slot, held by its
 /// [`Unit`], is not this guard's to free.
-pub(crate) struct Held<'a, M: Manager> {
+struct Held<'a, M: Manager> {
     inner: &'a PoolInner<M>,
     conn: Option<Conn<M::Connection>>,
 }
 
 impl<M: Manager> Held<'_, M> {
-    pub(crate) fn get(&mut self) -> &mut Conn<M::Connection> {
+    fn get(&mut self) -> &mut Conn<M::Connection> {
         self.conn.as_mut().expect("Held is used only before take")
     }
-    pub(crate) fn take(mut self) -> Conn<M::Connection> {
+    fn take(mut self) -> Conn<M::Connection> {
         self.conn.take().expect("Held is taken once")
     }
 }
@@ -568,8 +571,9 @@ impl<M: Manager> PoolInner<M> {
         }
     }
 
-    /// The fast path of a get, while nobody is queued: an idle connection (the hit: no clock
-    /// read, no await, no shared write but the queue's own), else a free slot to dial with.
+    /// The fast path of a get, while nobody is queued: an idle connection (the hit: no await,
+    /// no shared write but the queue's own, at most one clock read for the staleness checks),
+    /// else a free slot to dial with.
     #[inline]
     fn fast_path(&self) -> Fast<M::Connection> {
         if self.is_closed() {

@@ -109,7 +109,7 @@ macro_rules! counters {
             /// Bumped (Release) *after* the lend of each missed get, read (Acquire) *before*
             /// the lends in a snapshot, so a snapshot never counts a miss whose lend it does
             /// not also count: `hits = lends - misses` never goes below zero.
-            pub(crate) misses: CachePadded<AtomicU64>,
+            misses: CachePadded<AtomicU64>,
             /// Gets that waited ([`WAITS`]) and their total wait ([`WAIT_NANOS`]): every get
             /// waits while the pool is oversubscribed, so per-thread lanes.
             waits: Cells<2>,

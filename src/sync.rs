@@ -5,11 +5,12 @@
 //!
 //! Under plain `cfg(loom)` (set by `scripts/loom.sh` through `RUSTFLAGS="--cfg loom"`; not
 //! `all(test, loom)`, which would never switch on when `loom-tests` builds this crate as a
-//! dependency) the atomics and the wait queue (event-listener built with its `loom` feature)
-//! are loom's, so the models in `loom-tests` explore every interleaving of the admission
-//! counter, the waiter handshake, the hand-off, the closed flag, the `size`/`in_use` gauges and
-//! the backends' `removed` flags. The models drive the real [`Engine`](crate::engine::Engine)
-//! and [`Backends`](crate::backends::Backends) through `crate::__loom`.
+//! dependency) the atomics and the wait queue (event-listener built with its `loom` feature) are
+//! loom's, so the models in `loom-tests` explore every interleaving of the capacity count (`size`),
+//! the waiting word and the waiters' line, the hand-off, the timer duty, the closed flag, the
+//! limits, the gauges and the backends' `removed` flags. The models drive the real
+//! [`Engine`](crate::engine::Engine) and [`Backends`](crate::backends::Backends) through
+//! `crate::__loom`.
 //!
 //! What loom does **not** see:
 //! - `crossbeam_queue::ArrayQueue` (the idle queue) stays the real one: loom sees each push
@@ -29,37 +30,39 @@
 //!   monotonic clock. No model depends on time (no lifetimes or idle timeouts are set).
 //! - loom models `SeqCst` loads and stores only as `Acquire`/`Release` (loom's README,
 //!   tokio-rs/loom#180), so it cannot see the single total order that our store-load
-//!   handshakes rely on (release ↔ a waiter's re-check, close ↔ requeue, the last close ↔
-//!   `drained`). Each such handshake marks its load half with [`handshake_fence`]: a
-//!   `fence(SeqCst)` under loom, which loom does model, and nothing under std, where the
-//!   `SeqCst` accesses themselves give the guarantee. So the models check everything around the
+//!   handshakes rely on (the four in `engine.rs`'s table, and the last close ↔ `drained`).
+//!   The return path marks its load halves with [`handshake_fence`]: a `fence(SeqCst)` under
+//!   loom, which loom does model, and nothing under std, where the `SeqCst` accesses
+//!   themselves give the guarantee; the slow sides fence with [`fence_seqcst`], a real fence
+//!   under both. So the models check everything around the
 //!   handshakes (hand-off, pass-on, epochs, the close and drain paths) and take the C11 `SeqCst`
 //!   total order itself as given.
 //! - The tokio parts of the pool (timeouts, the maintenance and discovery tasks, the
 //!   manager's futures) are not modelled; `tests/model.rs` and `tests/soak.rs` cover them.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::{Mutex, MutexGuard};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
 /// The mutex of the waiters' line: loom's under loom, which must see a model thread block on
 /// it (its critical sections contain loom atomics).
+#[cfg(loom)]
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
-#[cfg(loom)]
-pub(crate) use loom::sync::Arc as SlotArc;
 /// The reference count of a waiter's slot: loom's under loom (a slot holds loom atomics and
 /// is freed by whichever thread drops it last, which loom must see synchronized).
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc as SlotArc;
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc as SlotArc;
 
-/// `Arc`/`Weak` stay std's even under loom (loom has no `Weak`); the models drive the
-/// admission, idle and backend cores directly, which hold no `Arc` of their own.
+/// `Arc`/`Weak` stay std's even under loom (loom has no `Weak`); the models drive the engine
+/// and the backend set directly, whose only reference counts loom must see are the waiters'
+/// slots ([`SlotArc`]).
 pub(crate) use std::sync::{Arc, Weak};
-
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(loom)]
 pub(crate) use self::loom_stand_in::ArcSwap;
@@ -84,6 +87,12 @@ pub(crate) type Instant = tokio::time::Instant;
 #[inline]
 pub(crate) fn nanos_since(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The instant `nanos` after `epoch` (the inverse of [`nanos_since`]).
+#[inline]
+pub(crate) fn instant_at(epoch: Instant, nanos: u64) -> Instant {
+    epoch + std::time::Duration::from_nanos(nanos)
 }
 
 /// Marks the load half of a `SeqCst` store-load handshake (see the module docs): a
