@@ -5,6 +5,7 @@
 #   scripts/loom.sh close_wakes         # only models whose name contains the filter
 #   LOOM_MAX_PREEMPTIONS=3 scripts/loom.sh
 #   LOOM_MAX_PREEMPTIONS= scripts/loom.sh   # unbounded: every interleaving (slow)
+#   scripts/loom.sh --clippy            # clippy on the models, as loom builds them
 #
 # RUSTFLAGS="--cfg loom" switches connpool's sync.rs (and event-listener) to loom; it is set
 # only here, with its own target dir (LOOM_TARGET_DIR, default target/loom), so the normal
@@ -24,6 +25,10 @@ elif [ -z "$LOOM_MAX_PREEMPTIONS" ]; then
 fi
 # On a failure, loom prints the interleaving that broke the model.
 export LOOM_LOCATION=1
+if [ "${1-}" = --clippy ]; then
+  # The models are `cfg(loom)`: a normal clippy run never compiles them.
+  exec cargo clippy --profile loom -p loom-tests --no-deps --tests -- -D warnings
+fi
 echo "loom: LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-unbounded} CONNPOOL_MUTANT=${CONNPOOL_MUTANT:-none} target=$CARGO_TARGET_DIR" >&2
 
 cargo test --profile loom -p loom-tests --test models -- --test-threads="${LOOM_TEST_THREADS:-2}" "$@"

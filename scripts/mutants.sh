@@ -6,7 +6,7 @@
 # if any mutant survives, and prints the model <-> mutant table.
 #
 #   scripts/mutants.sh                  # all of them (CI)
-#   scripts/mutants.sh plain_notify     # only mutants whose name contains the filter
+#   scripts/mutants.sh recheck          # only mutants whose name contains the filter
 #
 # Same environment as scripts/loom.sh (LOOM_MAX_PREEMPTIONS defaults to 2, LOOM_TARGET_DIR).
 set -euo pipefail
@@ -16,7 +16,10 @@ cd "$(dirname "$0")/.."
 table=(
   "reserve_not_cas      two_getters_one_unit              try_reserve checks then stores instead of a CAS"
   "no_recheck           two_getters_one_unit              a waiter does not re-check for a unit after queueing"
+  "no_recheck           return_wakes_parked_waiter        a waiter does not re-check for a unit after queueing"
+  "no_recheck           two_returns_wake_two_waiters      a waiter does not re-check for a unit after queueing"
   "no_epoch_recheck     two_getters_one_unit              a return ignores a waiter that registered while it worked"
+  "no_epoch_recheck     two_returns_wake_two_waiters      a return ignores a waiter that registered while it worked"
   "cancel_drops_handoff cancelled_waiter_passes_hand_off  a cancelled waiter drops a unit handed to it"
   "hand_off_no_cas      cancelled_waiter_passes_hand_off  a return hands its unit to a slot without the CAS"
   "expire_early         early_walk_expires_nobody         the duty's walk expires waiters whatever their deadline"
@@ -47,7 +50,7 @@ for row in "${table[@]}"; do
   if [ -n "$filter" ] && [[ "$mutant" != *"$filter"* ]]; then
     continue
   fi
-  log="$log_dir/$mutant.log"
+  log="$log_dir/$mutant.$model.log"
   started=$SECONDS
   set +e
   CONNPOOL_MUTANT="$mutant" timeout "$per_mutant_timeout" \
@@ -83,4 +86,4 @@ if [ "$survivors" -gt 0 ]; then
   echo "FAIL: $survivors mutant(s) survived" >&2
   exit 1
 fi
-echo "all ${#results[@]} mutants caught"
+echo "all ${#results[@]} (mutant, model) pairs caught"

@@ -56,8 +56,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p connpool
 if [ -x scripts/loom.sh ]; then
   # The models are `cfg(loom)`: the workspace clippy above never sees them.
   step "cargo clippy (loom models, --cfg loom)"
-  RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-$PWD/target/loom}" \
-    cargo clippy --profile loom -p loom-tests --no-deps --tests -- -D warnings
+  scripts/loom.sh --clippy
   step "loom models"
   scripts/loom.sh
 fi

@@ -3,8 +3,9 @@
 //! its passing on, close, resize, backend swap, fail-fast and connect failure.
 //!
 //! Each model drives the real code (`connpool::__loom::Core` wraps the crate's `Engine` and
-//! `Backends`), with at most 3 spawned threads. Run them with `scripts/loom.sh`; each is shown
-//! to catch a deliberate bug by `scripts/mutants.sh` (the bug is named in its doc comment).
+//! `Backends`), with at most 3 spawned threads. Run them with `scripts/loom.sh`. Each one but
+//! `expiry_races_hand_off` and `try_get_races_return` is shown to catch a deliberate bug by
+//! `scripts/mutants.sh` (the bug is named in its doc comment).
 #![cfg(loom)]
 
 use std::task::{Context, Poll, Waker};
@@ -106,7 +107,8 @@ fn return_wakes_parked_waiter() {
 }
 
 /// Two back-to-back returns, two parked waiters that keep what they get: both are woken, and
-/// neither opens a connection of its own.
+/// neither opens a connection of its own. Catches `no_recheck` and `no_epoch_recheck` (a
+/// waiter left parked: deadlock).
 #[test]
 fn two_returns_wake_two_waiters() {
     loom::model(|| {
@@ -272,10 +274,11 @@ fn close_wakes_waiters() {
     });
 }
 
-/// Close racing with a return and a waiting getter: the getter sees `Closed` or a connection
-/// (a get concurrent with close may still succeed); at the end no connection stays open (none left in the idle queue of the
-/// closed pool). Catches `close_no_recheck` (the returner pushes after close drained the
-/// queue and does not look again: the connection stays open and `close()` never completes).
+/// Close racing with a return and a waiting getter: the getter sees `Closed` or a connection (a get
+/// concurrent with close may still succeed); at the end no connection stays open (none left in the
+/// idle queue of the closed pool). Catches `close_no_recheck` (the returner pushes after close
+/// drained the queue and does not look again: the connection stays open and `close()` never
+/// completes).
 #[test]
 fn close_races_get_and_return() {
     loom::model(|| {
