@@ -31,6 +31,8 @@ table=(
   "resize_no_wake       resize_up_wakes_waiter            growing hands the new slots to nobody"
   "no_mark_removed      set_backends_races_get_return     set_backends does not flag removed backends"
   "get_ignores_removed  set_backends_races_get_return     the get path does not check the removed flag"
+  "pick_no_retry        pick_races_successful_probe       a pick whose claim lost to a successful probe reports no backend"
+  "success_keeps_backoff pick_races_successful_probe       a success leaves a stale probe's backoff in place"
   "unit_guard_leaks     connect_failure_releases_slot     the unit guard does not give its slot back (failed connect)"
   "opening_leaks_size   connect_failure_releases_slot     a failed connect leaves the backend's size raised"
 )

@@ -3,12 +3,12 @@
 //!
 //! [`Core`] is the real [`Engine`] (idle queue, capacity, the waiters' line and its hand-off, the
 //! timer duty's expiry walk, gauges, closed flag, return path, close handshake, try_take, resize,
-//! purge, the `Unit`/`Opening` guards) plus the real [`Backends`] cell, with a recorder as the
-//! engine's hooks in place of the manager, counters and events. Each method is one call into that
-//! code, except [`Core::get_with`], which strings the engine's steps together in the order
-//! `PoolInner::fast_path` and `PoolInner::get_slow` do (minus the tokio parts: test-on-borrow, and
-//! the manager's `connect`, which here succeeds or fails at once; the waiters' timer is one that
-//! never fires, and expiry is driven by [`Core::expire_due`]).
+//! purge, the `Unit`/`Opening` guards) plus the real [`Backends`] cell (its pick and backoff probe
+//! too), with a recorder as the engine's hooks in place of the manager, counters and events. Each
+//! method is one call into that code, except [`Core::get_with`], which strings the engine's steps
+//! together in the order `PoolInner::fast_path` and `PoolInner::get_slow` do (minus the tokio
+//! parts: test-on-borrow, and the manager's `connect`, which here succeeds or fails at once; the
+//! waiters' timer is one that never fires, and expiry is driven by [`Core::expire_due`]).
 //!
 //! See `sync.rs` for what loom sees (atomics, the wait queue) and what it does not
 //! (`ArrayQueue` and `ArcSwap` run as opaque steps; their correctness is upstream's).
@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::backends::{Backend, BackendEntry, Backends, BackoffPolicy};
+use crate::backends::{Backend, BackendEntry, Backends, BackoffPolicy, Picked};
 use crate::engine::{Engine, Hooks, Unit as EngineUnit, WaitError};
 use crate::events::CloseReason;
 use crate::idle::{Conn, LazyNow, Meta, Token};
@@ -37,6 +37,17 @@ pub enum GetError {
     ConnectFailed,
     /// No backend is listed.
     NoBackends,
+}
+
+/// What [`Core::pick`] found (the real `Backends::pick`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// A backend to dial.
+    Dial,
+    /// Every backend is backed off.
+    AllBackedOff,
+    /// No backend to try.
+    None,
 }
 
 /// A model connection: its id and backend address.
@@ -139,9 +150,10 @@ impl Core {
             engine: Engine::new(max_size, 4 * max_size, max_size),
             backends: Backends::new(
                 Some(backends.iter().map(|a| Backend::new(*a)).collect()),
+                // A claimed probe's backoff lasts far beyond any model's run.
                 BackoffPolicy {
-                    base: Duration::from_millis(100),
-                    max: Duration::from_secs(1),
+                    base: Duration::from_secs(3600),
+                    max: Duration::from_secs(3600),
                 },
             ),
             rec: Recorder::default(),
@@ -345,7 +357,36 @@ impl Core {
         }
     }
 
+    /// Marks the first backend failing, its backoff passed: the next pick claims a probe.
+    pub fn fail_first_backend(&self) {
+        self.backends.fail_due(&self.first_backend());
+    }
+
+    /// The real backend pick (round-robin, nothing tried yet).
+    pub fn pick(&self) -> Pick {
+        match self.backends.pick(crate::balance::Balance::RoundRobin, &[]) {
+            Picked::Dial(_) => Pick::Dial,
+            Picked::AllBackedOff(_) => Pick::AllBackedOff,
+            Picked::None => Pick::None,
+        }
+    }
+
+    /// A connect to the first backend succeeded (`Backends::connect_ok`).
+    pub fn connect_ok_first(&self) {
+        self.backends.connect_ok(&self.first_backend());
+    }
+
+    fn first_backend(&self) -> Arc<BackendEntry> {
+        let set = self.backends.snapshot();
+        Arc::clone(set.entries.first().expect("a listed backend"))
+    }
+
     // ----- observations -----
+
+    /// Is the first backend dialable now (not backed off)?
+    pub fn first_backend_online(&self) -> bool {
+        self.backends.is_online(&self.first_backend())
+    }
 
     /// `max_size` now.
     pub fn max_size(&self) -> usize {

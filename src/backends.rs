@@ -264,9 +264,22 @@ impl Backends {
     /// whose backoff has passed is claimed for one probe: its `retry_at` moves on by its current
     /// delay, so concurrent gets do not all probe it at once.
     pub(crate) fn pick(&self, balance: Balance, tried: &[Arc<BackendEntry>]) -> Picked {
+        // Each pass either picks, or finds every untried backend backed off, or finds none
+        // left; a pass whose claims all failed while a backend became dialable again (another
+        // get's probe succeeded after this pass looked) goes round once more. Only a change
+        // made by another get's connect or claim sends it round, so it ends.
+        loop {
+            if let Some(picked) = self.pick_once(balance, tried) {
+                return picked;
+            }
+        }
+    }
+
+    /// One pass of [`pick`](Self::pick); `None`: a backend became dialable meanwhile.
+    fn pick_once(&self, balance: Balance, tried: &[Arc<BackendEntry>]) -> Option<Picked> {
         let set = self.set.load();
         if set.entries.is_empty() {
-            return Picked::None;
+            return Some(Picked::None);
         }
         let now = self.now_nanos();
         let untried = |e: &&Arc<BackendEntry>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
@@ -283,7 +296,7 @@ impl Backends {
                     let order = set.entries.iter().filter(untried).filter(due).cycle();
                     for e in order.skip(start % eligible).take(eligible) {
                         if self.claim(e, now) {
-                            return Picked::Dial(Arc::clone(e));
+                            return Some(Picked::Dial(Arc::clone(e)));
                         }
                     }
                 }
@@ -308,20 +321,31 @@ impl Backends {
                     let n = ties.clone().count().max(1);
                     for e in ties.cycle().skip(start % n).take(n) {
                         if self.claim(e, now) {
-                            return Picked::Dial(Arc::clone(e));
+                            return Some(Picked::Dial(Arc::clone(e)));
                         }
                     }
                 }
             }
         }
-        // Nothing dialable: report the backed-off backend that is probed again first.
-        set.entries
+        // Nothing dialable: report the backed-off backend that is probed again first. (Its
+        // `retry_at` is read again: the claims above may have lost to a probe that has since
+        // succeeded and cleared it.)
+        // Relaxed: which one to name; `due` below decides, with its own Acquire load.
+        let first = set
+            .entries
             .iter()
             .filter(untried)
-            .filter(|e| !due(e))
-            // Relaxed: which one to name in the error; no decision depends on it.
-            .min_by_key(|e| e.retry_at.load(Ordering::Relaxed))
-            .map_or(Picked::None, |e| Picked::AllBackedOff(Arc::clone(e)))
+            .min_by_key(|e| e.retry_at.load(Ordering::Relaxed));
+        match first {
+            None => Some(Picked::None),
+            Some(e) if !due(&e) => Some(Picked::AllBackedOff(Arc::clone(e))),
+            // Dialable again since this pass looked: another pass.
+            #[cfg(not(connpool_mutant = "pick_no_retry"))]
+            Some(_) => None,
+            // Mutant: reports "no backend" for a list whose backend just came back.
+            #[cfg(connpool_mutant = "pick_no_retry")]
+            Some(_) => Some(Picked::None),
+        }
     }
 
     /// A healthy backend (no failures) is always free to dial; a failing one whose backoff
@@ -359,12 +383,31 @@ impl Backends {
 
     /// Records a successful connect: the backend is healthy again.
     pub(crate) fn connect_ok(&self, e: &BackendEntry) {
-        // Relaxed load first: the common case (healthy) writes nothing, keeping the line shared.
-        if e.failures.load(Ordering::Relaxed) != 0 {
+        // Relaxed loads first: the common case (healthy) writes nothing, keeping the line
+        // shared. `retry_at` is looked at too: a probe claimed by a get that read `failures`
+        // just before another get's success cleared it leaves `retry_at` in the future with
+        // `failures` at 0, and its own success must clear that, or the healthy backend would
+        // read as backed off until then.
+        #[cfg(not(connpool_mutant = "success_keeps_backoff"))]
+        let backed_off =
+            e.failures.load(Ordering::Relaxed) != 0 || e.retry_at.load(Ordering::Relaxed) != 0;
+        // Mutant: only `failures` decides.
+        #[cfg(connpool_mutant = "success_keeps_backoff")]
+        let backed_off = e.failures.load(Ordering::Relaxed) != 0;
+        if backed_off {
             e.failures.store(0, Ordering::Relaxed);
             // Release: pairs with the Acquire in `pick`.
             e.retry_at.store(0, Ordering::Release);
         }
+    }
+
+    /// Marks `e` failing with its backoff already passed (the next pick claims it for a
+    /// probe), for the models.
+    #[cfg(loom)]
+    pub(crate) fn fail_due(&self, e: &BackendEntry) {
+        // Relaxed: set up before the model's threads start.
+        e.failures.store(1, Ordering::Relaxed);
+        e.retry_at.store(0, Ordering::Relaxed);
     }
 
     /// Is the backend currently dialable (not backed off)?

@@ -1,6 +1,7 @@
 //! Loom models of every concurrent path of connpool's engine: admission (the hit, a slot's
 //! reservation), the waiters' line and its hand-off, cancellation, the timer duty's expiry and
-//! its passing on, close, resize, backend swap, fail-fast and connect failure.
+//! its passing on, close, resize, backend swap, the backoff probe, fail-fast and connect
+//! failure.
 //!
 //! Each model drives the real code (`connpool::__loom::Core` wraps the crate's `Engine` and
 //! `Backends`), with at most 3 spawned threads. Run them with `scripts/loom.sh`. Each one but
@@ -10,7 +11,7 @@
 
 use std::task::{Context, Poll, Waker};
 
-use connpool::__loom::{Core, GetError, Lent};
+use connpool::__loom::{Core, GetError, Lent, Pick};
 use connpool::CloseReason;
 use loom::future::block_on;
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -428,6 +429,34 @@ fn try_get_races_return() {
         returner.join().unwrap();
         at_rest(&core);
         assert_eq!(core.opened(), 1, "try_get dialed");
+    });
+}
+
+/// Two gets pick a failing backend whose backoff has passed, and whichever claims its probe
+/// connects: the other never reads the list as empty (it dials, or sees the backend backed off
+/// by the probe in flight), and once the connects that were made succeeded the backend is
+/// online. Catches `pick_no_retry` (a pick whose claim lost to a probe that then succeeded
+/// reports no backend) and `success_keeps_backoff` (a probe claimed just as another's
+/// success cleared the failures leaves the healthy backend backed off).
+#[test]
+fn pick_races_successful_probe() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(1, &["a"]));
+        core.fail_first_backend();
+        let probe = |core: &Core| {
+            let picked = core.pick();
+            assert_ne!(picked, Pick::None, "a listed backend read as no backend");
+            if picked == Pick::Dial {
+                core.connect_ok_first();
+            }
+        };
+        let other = spawn(&core, probe);
+        probe(&core);
+        other.join().unwrap();
+        assert!(
+            core.first_backend_online(),
+            "every connect succeeded, yet the backend is backed off"
+        );
     });
 }
 
