@@ -24,6 +24,8 @@ table=(
   "hand_off_no_cas      cancelled_waiter_passes_hand_off  a return hands its unit to a slot without the CAS"
   "expire_early         early_walk_expires_nobody         the duty's walk expires waiters whatever their deadline"
   "duty_not_passed      timer_duty_passes_on              a leaving duty holder wakes nobody to take the duty"
+  "unshared_takes_duty  duty_passes_over_unshared_waiter  a waiter without a shared deadline takes the timer duty"
+  "nudge_unshared       duty_passes_over_unshared_waiter  a leaving holder wakes the back waiter, shared deadline or not"
   "close_no_wake        close_wakes_waiters               close does not wake the waiters"
   "close_no_recheck     close_races_get_and_return        a return does not re-check closed after its put"
   "resize_no_adjust     resize_down_races_get_return      a shrink does not close idle connections above the size"

@@ -199,6 +199,11 @@ impl Core {
         self.engine.wait_for_duty();
     }
 
+    /// Does a waiter hold the timer duty now?
+    pub fn duty_held(&self) -> bool {
+        self.engine.duty_held()
+    }
+
     // ----- the get path, in the pool's order -----
 
     /// `get()` without tokio: closed? → the fast path (an idle connection, else a slot) →

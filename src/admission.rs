@@ -57,8 +57,10 @@
 //! place in line: the line, not the event, keeps the order). So a waiting get arms no timer at
 //! all unless it holds the duty, which changes hands about once per turnover of the line; the
 //! timer that is armed is a real tokio timer, so a paused clock still advances to it. A get
-//! with a timeout of its own (`get_timeout`) arms its own timer, as does the duty holder for
-//! its own deadline if that is not a shared one.
+//! with a timeout of its own (`get_timeout`), or waiting on another runtime than the pool's,
+//! arms its own timer, and never takes the duty nor is nudged to: a timer fires only while its
+//! runtime runs, and only the waiters on the pool's own runtime share the deadline, so no
+//! waiter's deadline hangs on another runtime's timer.
 
 use std::collections::VecDeque;
 
@@ -423,16 +425,22 @@ impl<C> Admission<C> {
         next.map(|n| self.to_instant(n))
     }
 
-    /// Wakes the last waiting slot in line, the waiter that will stay longest (it finds the
-    /// timer duty free and takes it). A wake costs the waiter nothing: its place is in the
-    /// line.
+    /// Wakes the last waiting slot in line with a shared deadline, the shared waiter that will
+    /// stay longest (it finds the timer duty free and takes it; a waiter without a shared
+    /// deadline never takes it, so it is passed over). A wake costs the waiter nothing: its
+    /// place is in the line.
     fn nudge_back(&self) {
         let back = self
             .line()
             .slots
             .iter()
             .rev()
-            .find(|s| s.is_waiting())
+            .find(|s| {
+                // Relaxed: written before the slot was pushed under this lock.
+                s.is_waiting()
+                    && (s.deadline.load(Ordering::Relaxed) != NO_DEADLINE
+                        || cfg!(connpool_mutant = "nudge_unshared"))
+            })
             .cloned();
         if let Some(slot) = back {
             slot.event.notify(1);
@@ -467,6 +475,8 @@ pub(crate) struct Queued<'a, C> {
     /// Holds the timer duty. (Only its own waiter touches it; atomic so that `take_duty` can
     /// take `&self` while the waiter's listener borrows the slot.)
     duty: AtomicBool,
+    /// Has a shared deadline: only such a waiter takes the duty (see [`take_duty`](Self::take_duty)).
+    shared: bool,
 }
 
 impl<C> Drop for Queued<'_, C> {
@@ -508,6 +518,7 @@ impl<'a, C> Queued<'a, C> {
             slot: Some(slot),
             left: false,
             duty: AtomicBool::new(false),
+            shared: shared.is_some(),
         }
     }
 
@@ -522,8 +533,14 @@ impl<'a, C> Queued<'a, C> {
         &self.slot().event
     }
 
-    /// Takes the timer duty if nobody holds it; `true` if this waiter holds it now.
+    /// Takes the timer duty if nobody holds it; `true` if this waiter holds it now. Only a
+    /// waiter with a shared deadline takes it: the others may be waiting on another runtime
+    /// than the shared waiters' (the pool's), whose timers fire only while it runs (see
+    /// `PoolInner::get_slow`), and they arm their own timers anyway.
     pub(crate) fn take_duty(&self) -> bool {
+        if !self.shared && !cfg!(connpool_mutant = "unshared_takes_duty") {
+            return false;
+        }
         // Relaxed: this waiter's own flag.
         if self.duty.load(Ordering::Relaxed) {
             return true;

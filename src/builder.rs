@@ -192,7 +192,7 @@ impl<M: Manager> Builder<M> {
         let has_discovery = discovery.is_some();
         let inner = Arc::new_cyclic(|weak: &Weak<PoolInner<M>>| {
             let updates = has_discovery.then(|| UpdatesShared::new(reporter(weak.clone())));
-            PoolInner::new(manager, config, backends, callbacks, updates)
+            PoolInner::new(manager, config, backends, callbacks, updates, runtime.id())
         });
         let _guard = runtime.enter();
         crate::maintenance::spawn(&inner);

@@ -184,6 +184,12 @@ impl<C> Engine<C> {
         self.admission.wait_for_duty();
     }
 
+    /// Does a waiter hold the timer duty (for the models)?
+    #[cfg(loom)]
+    pub(crate) fn duty_held(&self) -> bool {
+        self.admission.duty_held()
+    }
+
     /// Lent connections (a gauge).
     pub(crate) fn in_use(&self) -> usize {
         self.gauges.gauge(LENT)

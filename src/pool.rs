@@ -61,9 +61,11 @@ use crate::sync::{Arc, CachePadded, Instant, Ordering, WaitQueue};
 /// Gets waiting with the pool's `wait_timeout` share one tokio timer, armed by one of the
 /// waiters (the *timer duty*) for the earliest deadline in line and passed on to another
 /// waiter when it leaves; so a wait arms no timer of its own, and a paused tokio clock still
-/// advances to every deadline. A get with another timeout (`get_timeout`) arms its own. If
-/// the pool is shared across runtimes and the runtime of the waiter holding the duty stops
-/// running tasks without dropping them, waiters on other runtimes time out when it resumes.
+/// advances to every deadline. A get with another timeout (`get_timeout`) arms its own, and
+/// so does a get waiting on another runtime than the one the pool was built on: a timer
+/// fires only while its own runtime runs, so a waiter may rely only on a timer of its own
+/// runtime. A pool shared across runtimes keeps every deadline even while one of them stops
+/// running tasks (its own waiters then time out when it resumes, as any of its timers would).
 ///
 /// # Cancel safety
 ///
@@ -146,6 +148,8 @@ pub(crate) struct PoolInner<M: Manager> {
     /// maintenance), an idle-based check on borrow, keepalive (`Meta::quiet_for`)? Fixed at
     /// build time (see [`Hooks::stamps_returns`]).
     stamps_returns: bool,
+    /// The runtime the pool was built on: only its waiters share the line's one timer.
+    home: tokio::runtime::Id,
 }
 
 impl<M: Manager> Pool<M> {
@@ -542,6 +546,7 @@ impl<M: Manager> PoolInner<M> {
         backends: Backends,
         callbacks: Callbacks,
         updates: Option<Arc<UpdatesShared>>,
+        home: tokio::runtime::Id,
     ) -> Self {
         let limit = config.effective_max_size_limit();
         PoolInner {
@@ -561,6 +566,7 @@ impl<M: Manager> PoolInner<M> {
             stamps_returns: config.idle_timeout.is_some()
                 || matches!(config.test_on_borrow, TestOnBorrow::IdleFor(_))
                 || config.keepalive.is_some(),
+            home,
             config,
         }
     }
@@ -594,6 +600,12 @@ impl<M: Manager> PoolInner<M> {
             None if self.engine.try_reserve() => Fast::Unit(Token::Slot),
             None => Fast::Queue,
         }
+    }
+
+    /// Is the calling task on the runtime the pool was built on? (Read once per wait: the
+    /// handle lookup clones and drops a reference to the runtime.)
+    fn on_home_runtime(&self) -> bool {
+        tokio::runtime::Handle::try_current().is_ok_and(|h| h.id() == self.home)
     }
 
     /// The rest of a get that did not hit at once: waits in line for a unit if it has none,
@@ -630,7 +642,10 @@ impl<M: Manager> PoolInner<M> {
                 self.counters.wait_started();
                 // The pool's own `wait_timeout` is the line's shared deadline: kept by one
                 // timer for all such waiters (see `admission.rs`); another timeout arms its own.
-                let shared = timeout == self.config.wait_timeout;
+                // So does a waiter on another runtime than the pool's: the shared timer is
+                // armed by one waiter on its own runtime and fires only while that runtime
+                // runs, so a waiter may share it only with the waiters of its own runtime.
+                let shared = timeout == self.config.wait_timeout && self.on_home_runtime();
                 let waited = self.engine.acquire(self, Some(deadline), shared).await;
                 self.counters.wait_ended(start.elapsed());
                 match waited {

@@ -248,6 +248,59 @@ fn timer_duty_passes_on() {
     });
 }
 
+/// A waiter without a shared deadline (its own `get_timeout`, or waiting on another runtime
+/// than the pool's) never takes the timer duty, and a leaving holder's nudge passes over it
+/// to the shared waiter that stays: the duty goes only to a waiter whose deadline the line's
+/// timer keeps. Catches `unshared_takes_duty` (the waiter without a shared deadline, alone in
+/// line, takes the duty: the assertion) and `nudge_unshared` (the nudge wakes the waiter at
+/// the back, which has no shared deadline and does not take the duty; the shared waiter is
+/// never woken: the model waits forever for a holder, a deadlock loom reports).
+#[test]
+fn duty_passes_over_unshared_waiter() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(1, &["a"]));
+        let c0 = get(&core).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut front = core.acquire(false);
+        assert!(front.as_mut().poll(&mut cx).is_pending());
+        assert!(
+            !core.duty_held(),
+            "a waiter without a shared deadline took the timer duty"
+        );
+        let mut holder = core.acquire(true);
+        assert!(holder.as_mut().poll(&mut cx).is_pending());
+        assert!(core.duty_held(), "the first shared waiter takes the duty");
+        // The shared waiter that stays: in line behind the holder, then parked until woken.
+        let joined = Arc::new((AtomicBool::new(false), loom::sync::Notify::new()));
+        let stayer = {
+            let joined = Arc::clone(&joined);
+            spawn(&core, move |core| {
+                let mut mine = core.acquire(true);
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(mine.as_mut().poll(&mut cx).is_pending());
+                joined.0.store(true, SeqCst);
+                joined.1.notify();
+                drop(block_on(mine).expect("the stayer is served"));
+            })
+        };
+        // (loom's `Notify` may wake spuriously: the flag says the stayer is in line.)
+        while !joined.0.load(SeqCst) {
+            joined.1.wait();
+        }
+        // Another waiter without a shared deadline, at the back of the line.
+        let mut back = core.acquire(false);
+        assert!(back.as_mut().poll(&mut cx).is_pending());
+        drop(holder);
+        // The stayer (woken, or polling on its own) must end up holding the duty.
+        core.wait_for_duty();
+        drop(front);
+        drop(back);
+        core.give_back(c0);
+        stayer.join().unwrap();
+        at_rest(&core);
+    });
+}
+
 /// Close while getters wait and no connection comes back: every waiter sees `Closed`; the
 /// lent connection is closed on return and `close()` then completes. Catches `close_no_wake`
 /// (the waiters are never woken: deadlock).
