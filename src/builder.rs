@@ -158,6 +158,17 @@ impl<M: Manager> Builder<M> {
     /// Validates the configuration and starts the pool (its maintenance task, and the
     /// discovery task if any). Opens no connection unless `min_idle` asks for some.
     ///
+    /// # Runtimes
+    ///
+    /// The background tasks run on the runtime `build` is called on (the pool's *own*
+    /// runtime). The pool itself may be used from any tokio runtime: gets, waits, dials and
+    /// `close` run on the caller's. Gets waiting on the pool's own runtime share one timer;
+    /// gets waiting elsewhere arm their own (see [`Pool`]'s timeouts). The background tasks
+    /// end with their runtime: if it shuts down while the pool is still used from another,
+    /// gets and `close` keep working, but idle connections are no longer swept, pinged or
+    /// refilled, and discovery's lists are no longer applied. Build the pool on the runtime
+    /// that lives longest.
+    ///
     /// # Errors
     ///
     /// A [`BuildError`] naming the first invalid field, or the field `"runtime"` when called

@@ -1,9 +1,8 @@
 //! Waiting in line: the one shared timer for gets with the pool's `wait_timeout` (held by one
 //! waiter at a time, passed on when it leaves), gets with their own timeout, and the borrowing
 //! guard (`get_ref`). Every deadline is checked on tokio's paused clock, so the figures are
-//! exact: a get must end at its deadline, not merely eventually. The two tests of a pool shared
-//! across runtimes run on real time (each runtime has its own clock): there the promise is
-//! that a get ends at all while another runtime stalls, bounded generously.
+//! exact: a get must end at its deadline, not merely eventually. (A pool shared across runtimes:
+//! `tests/runtimes.rs`.)
 
 mod support;
 
@@ -250,85 +249,4 @@ async fn get_futures_are_inert_until_polled_and_count_cancels_once() {
         Err(e) => panic!("{e}"),
     }
     assert_at_rest(&pool, &m);
-}
-
-// ---- a pool shared across runtimes (real time: each runtime has its own clock) -----------
-
-/// A pool of one, its connection held, and a get waiting with the pool's `wait_timeout` on a
-/// runtime that then stops running tasks without dropping them (a current-thread runtime
-/// outside `block_on`). Whichever runtime the pool was built on, a get on the other runtime
-/// must still end at its own deadline: it may not depend on a timer of the stalled runtime.
-fn stalled_waiter_leaves_others_on_time(build_on_stalled: bool) {
-    const SHORT: Duration = Duration::from_millis(200);
-    let current = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let (stalled, live) = (current(), current());
-    let m = Faulty::new();
-    let build = |m: &Faulty| {
-        Pool::builder(m.clone())
-            .max_size(1)
-            .wait_timeout(SHORT)
-            .test_on_borrow(TestOnBorrow::Never)
-            .build()
-            .unwrap()
-    };
-    let pool = if build_on_stalled {
-        stalled.block_on(async { build(&m) })
-    } else {
-        live.block_on(async { build(&m) })
-    };
-    let held = live.block_on(pool.get()).unwrap();
-    // The stalled runtime's waiter joins the line first (so it would take a shared timer).
-    stalled.block_on(async {
-        let p = pool.clone();
-        tokio::spawn(async move { p.get().await.map(drop) });
-        waiters_reach(&pool, 1).await;
-    });
-    // `stalled` now runs nothing: its waiter stays in line, its timers do not fire.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let p = pool.clone();
-    let live_thread = std::thread::spawn(move || {
-        let r = live.block_on(async {
-            let start = Instant::now();
-            let r = p.get().await.map(drop);
-            (start.elapsed(), r)
-        });
-        let _ = tx.send(r);
-        live
-    });
-    let (waited, r) = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the live runtime's get ended (it hung on the stalled runtime's timer)");
-    let e = r.expect_err("the get times out");
-    assert!(e.is_timeout(), "{e}");
-    assert!(
-        waited >= SHORT,
-        "timed out after {waited:?}, before {SHORT:?}"
-    );
-    // Kept alive to the end (the pool may have been built on it).
-    let _live = live_thread.join().unwrap();
-    // The stalled runtime's waiter is still in line, and times out once it runs again.
-    assert_eq!(pool.status().waiters, 1);
-    stalled.block_on(eventually(
-        "the stalled waiter's timeout",
-        Duration::from_secs(30),
-        || pool.stats().timeouts == 2,
-    ));
-    assert_eq!(pool.status().waiters, 0);
-    drop(held);
-    assert_at_rest(&pool, &m);
-}
-
-#[test]
-fn a_stalled_runtime_delays_no_waiter_of_the_pools_own_runtime() {
-    stalled_waiter_leaves_others_on_time(false);
-}
-
-#[test]
-fn a_stalled_home_runtime_delays_no_waiter_of_another_runtime() {
-    stalled_waiter_leaves_others_on_time(true);
 }
