@@ -172,7 +172,9 @@ impl<M: Manager> Builder<M> {
     /// # Errors
     ///
     /// A [`BuildError`] naming the first invalid field, or the field `"runtime"` when called
-    /// outside a tokio runtime. Never panics.
+    /// outside a tokio runtime or on one without its time driver (`enable_time()`). Never
+    /// panics (on a runtime without timers, tokio's own message is printed by the panic hook
+    /// while the pool checks for them, then the error is returned).
     pub fn build(self) -> Result<Pool<M>, BuildError> {
         self.config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
@@ -181,6 +183,14 @@ impl<M: Manager> Builder<M> {
                 "build() must run inside a tokio runtime (the pool runs a background task)",
             )
         })?;
+        let _guard = runtime.enter();
+        if !timers_enabled() {
+            return Err(BuildError::new(
+                "runtime",
+                "the tokio runtime has no time driver (the pool's timeouts and its background \
+                 task need one): build the runtime with enable_time() or enable_all()",
+            ));
+        }
         let Builder {
             manager,
             config,
@@ -205,13 +215,20 @@ impl<M: Manager> Builder<M> {
             let updates = has_discovery.then(|| UpdatesShared::new(reporter(weak.clone())));
             PoolInner::new(manager, config, backends, callbacks, updates, runtime.id())
         });
-        let _guard = runtime.enter();
         crate::maintenance::spawn(&inner);
         if let (Some(d), Some(shared)) = (discovery, inner.updates.clone()) {
             crate::discovery::runner::spawn(&inner, d, shared);
         }
         Ok(Pool::from_inner(inner))
     }
+}
+
+/// Does the current runtime have its time driver? tokio offers no query, and creating a timer
+/// on a runtime without one panics (with tokio's message, which the panic hook still prints):
+/// so one is created, and dropped, under `catch_unwind`. On a runtime with timers nothing
+/// panics and nothing is printed.
+fn timers_enabled() -> bool {
+    std::panic::catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok()
 }
 
 /// Routes a discovery's reports into the pool's counters, events and logs.

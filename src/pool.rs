@@ -66,6 +66,8 @@ use crate::sync::{Arc, CachePadded, Instant, Ordering, WaitQueue};
 /// fires only while its own runtime runs, so a waiter may rely only on a timer of its own
 /// runtime. A pool shared across runtimes keeps every deadline even while one of them stops
 /// running tasks (its own waiters then time out when it resumes, as any of its timers would).
+/// A get that waits, dials or checks uses tokio's timers, so it must be polled inside a tokio
+/// runtime (as tokio's own timers must); a hit and `try_get` need none.
 ///
 /// # Cancel safety
 ///

@@ -93,6 +93,28 @@ fn build_outside_a_runtime_is_an_error_not_a_panic() {
     assert_eq!(e.field, "max_size");
 }
 
+#[test]
+fn build_on_a_runtime_without_timers_is_an_error_not_a_panic() {
+    // A runtime built without enable_time()/enable_all(): every timeout, and the background
+    // task, would panic at their first timer.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let e = rt
+        .block_on(async { Pool::builder(Faulty::new()).build() })
+        .unwrap_err();
+    assert_eq!(e.field, "runtime");
+    assert!(e.to_string().contains("enable_time"), "{e}");
+    // With timers, the same build succeeds.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    assert!(rt
+        .block_on(async { Pool::builder(Faulty::new()).build() })
+        .is_ok());
+}
+
 #[tokio::test]
 async fn defaults_are_the_documented_ones() {
     let c = Config::default();
