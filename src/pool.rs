@@ -307,6 +307,11 @@ impl<M: Manager> Pool<M> {
     /// Closes the pool: every waiting and every later `get()` fails with [`Error::Closed`] at
     /// once; idle connections are closed; lent ones are closed when they come back; background
     /// tasks and discovery stop. Returns when every connection is closed. Idempotent.
+    ///
+    /// A lent connection is waited for until its guard is dropped (a guard leaked with
+    /// `mem::forget` is never dropped: use `detach` to take a connection out of the pool for
+    /// good). To bound the wait, wrap it: `tokio::time::timeout(d, pool.close())`; the pool is
+    /// closed at once either way, and dropping the future stops only the wait.
     pub async fn close(&self) {
         let inner = self.inner();
         inner.close_now();

@@ -128,3 +128,35 @@ async fn a_connect_finishing_after_close_is_closed_not_handed_out() {
         .unwrap();
     assert_eq!(m.live(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_close_bounded_by_a_timeout_still_closes_and_can_be_awaited_again() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(2)
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    drop(pool.get().await.unwrap()); // one idle
+                                     // The holder keeps its connection past the bound: the wait is cut short, the pool is closed.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), pool.close())
+            .await
+            .is_err()
+    );
+    assert!(pool.is_closed());
+    assert!(matches!(pool.get().await, Err(Error::Closed)));
+    assert_eq!(
+        (m.live(), pool.status().size),
+        (1, 1),
+        "the idle one closed"
+    );
+    // The lent one is closed when it comes back, and a later close() sees the pool drained.
+    drop(held);
+    assert_eq!(m.live(), 0);
+    tokio::time::timeout(Duration::from_secs(1), pool.close())
+        .await
+        .expect("the pool is drained");
+    assert_eq!(pool.status().size, 0);
+}
