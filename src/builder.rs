@@ -174,7 +174,8 @@ impl<M: Manager> Builder<M> {
     /// A [`BuildError`] naming the first invalid field, or the field `"runtime"` when called
     /// outside a tokio runtime or on one without its time driver (`enable_time()`). Never
     /// panics (on a runtime without timers, tokio's own message is printed by the panic hook
-    /// while the pool checks for them, then the error is returned).
+    /// while the pool checks for them, then the error is returned; a program built with
+    /// `panic = "abort"` aborts there instead, as it would at the pool's first timer).
     pub fn build(self) -> Result<Pool<M>, BuildError> {
         self.config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
