@@ -8,14 +8,19 @@ use std::time::Duration;
 use connpool::{Error, Pool, TestOnBorrow};
 use support::faulty::{eventually, Faulty};
 
-#[tokio::test(start_paused = true)]
-async fn close_wakes_waiters_and_closes_everything() {
-    let m = Faulty::new();
-    let pool = Pool::builder(m.clone())
+/// A pool of two with no check on borrow.
+fn pool_of_two(m: &Faulty) -> Pool<Faulty> {
+    Pool::builder(m.clone())
         .max_size(2)
         .test_on_borrow(TestOnBorrow::Never)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_wakes_waiters_and_closes_everything() {
+    let m = Faulty::new();
+    let pool = pool_of_two(&m);
     let a = pool.get().await.unwrap();
     let b = pool.get().await.unwrap();
     drop(b); // one idle
@@ -132,11 +137,7 @@ async fn a_connect_finishing_after_close_is_closed_not_handed_out() {
 #[tokio::test(start_paused = true)]
 async fn a_close_bounded_by_a_timeout_still_closes_and_can_be_awaited_again() {
     let m = Faulty::new();
-    let pool = Pool::builder(m.clone())
-        .max_size(2)
-        .test_on_borrow(TestOnBorrow::Never)
-        .build()
-        .unwrap();
+    let pool = pool_of_two(&m);
     let held = pool.get().await.unwrap();
     drop(pool.get().await.unwrap()); // one idle
                                      // The holder keeps its connection past the bound: the wait is cut short, the pool is closed.

@@ -20,6 +20,14 @@ fn current_thread() -> Runtime {
         .unwrap()
 }
 
+fn multi_thread(workers: usize) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 async fn waiters_reach(pool: &Pool<Faulty>, n: usize) {
     eventually(&format!("{n} waiters"), Duration::from_secs(10), || {
         pool.status().waiters == n
@@ -119,11 +127,7 @@ fn the_pool_outlives_the_runtime_it_was_built_on() {
         drop(home.block_on(pool.get()).unwrap());
         pool
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread(2);
     rt.block_on(async {
         let bound = Duration::from_secs(30);
         // A hit, then a dial.
@@ -179,14 +183,7 @@ fn mixed_waiters_on_two_runtimes_all_end_in_time() {
     const ROUNDS: usize = 40;
     const WAIT: Duration = Duration::from_millis(40);
     const HANG: Duration = Duration::from_secs(5);
-    let one_worker = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let (home, other) = (one_worker(), one_worker());
+    let (home, other) = (multi_thread(1), multi_thread(1));
     let m = Faulty::new();
     let pool = home.block_on(async {
         Pool::builder(m.clone())
