@@ -167,6 +167,14 @@ impl<C> WaitSlot<C> {
         // Acquire: pairs with the CASes that move a slot on.
         self.state.load(Ordering::Acquire) == WAITING
     }
+
+    /// Does its waiter wait with a shared deadline (the line's timer keeps it)? Only such a
+    /// waiter takes the timer duty, or is nudged to.
+    fn has_shared_deadline(&self) -> bool {
+        // Relaxed: written by its waiter in `Queued::new` before the slot was pushed under the
+        // line's lock; read by that waiter, or under that lock.
+        self.deadline.load(Ordering::Relaxed) != NO_DEADLINE
+    }
 }
 
 /// The waiting word, the line and the timer duty (see the module docs).
@@ -436,10 +444,8 @@ impl<C> Admission<C> {
             .iter()
             .rev()
             .find(|s| {
-                // Relaxed: written before the slot was pushed under this lock.
                 s.is_waiting()
-                    && (s.deadline.load(Ordering::Relaxed) != NO_DEADLINE
-                        || cfg!(connpool_mutant = "nudge_unshared"))
+                    && (s.has_shared_deadline() || cfg!(connpool_mutant = "nudge_unshared"))
             })
             .cloned();
         if let Some(slot) = back {
@@ -475,8 +481,6 @@ pub(crate) struct Queued<'a, C> {
     /// Holds the timer duty. (Only its own waiter touches it; atomic so that `take_duty` can
     /// take `&self` while the waiter's listener borrows the slot.)
     duty: AtomicBool,
-    /// Has a shared deadline: only such a waiter takes the duty (see [`take_duty`](Self::take_duty)).
-    shared: bool,
 }
 
 impl<C> Drop for Queued<'_, C> {
@@ -518,7 +522,6 @@ impl<'a, C> Queued<'a, C> {
             slot: Some(slot),
             left: false,
             duty: AtomicBool::new(false),
-            shared: shared.is_some(),
         }
     }
 
@@ -538,7 +541,7 @@ impl<'a, C> Queued<'a, C> {
     /// than the shared waiters' (the pool's), whose timers fire only while it runs (see
     /// `PoolInner::get_slow`), and they arm their own timers anyway.
     pub(crate) fn take_duty(&self) -> bool {
-        if !self.shared && !cfg!(connpool_mutant = "unshared_takes_duty") {
+        if !self.slot().has_shared_deadline() && !cfg!(connpool_mutant = "unshared_takes_duty") {
             return false;
         }
         // Relaxed: this waiter's own flag.

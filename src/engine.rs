@@ -297,15 +297,16 @@ impl<C> Engine<C> {
             // slot's state or in the duty's flag. The listener lives in this future (no
             // allocation).
             event_listener::listener!(waiter.queued.event() => listener);
-            let mut want = if shared { None } else { deadline };
-            if waiter.queued.take_duty() {
-                // Holding the duty: expire what is due, then watch the next shared deadline.
-                let next = self.admission.expire_due(Instant::now());
-                want = match (want, next) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
+            // Holding the duty (only a shared waiter takes it): expire what is due, then watch
+            // the next shared deadline; else a shared waiter watches nothing, and any other
+            // its own deadline.
+            let want = if waiter.queued.take_duty() {
+                self.admission.expire_due(Instant::now())
+            } else if shared {
+                None
+            } else {
+                deadline
+            };
             if want != armed_for {
                 timer = want.map(|at| Box::pin(h.sleep_until(at)));
                 armed_for = want;
