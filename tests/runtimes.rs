@@ -28,6 +28,16 @@ fn multi_thread(workers: usize) -> Runtime {
         .unwrap()
 }
 
+/// A pool of `max` with `wait` as its `wait_timeout`, built on the calling runtime.
+fn pool_of(m: &Faulty, max: usize, wait: Duration) -> Pool<Faulty> {
+    Pool::builder(m.clone())
+        .max_size(max)
+        .wait_timeout(wait)
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap()
+}
+
 async fn waiters_reach(pool: &Pool<Faulty>, n: usize) {
     eventually(&format!("{n} waiters"), Duration::from_secs(10), || {
         pool.status().waiters == n
@@ -43,18 +53,10 @@ fn stalled_waiter_leaves_others_on_time(build_on_stalled: bool) {
     const SHORT: Duration = Duration::from_millis(200);
     let (stalled, live) = (current_thread(), current_thread());
     let m = Faulty::new();
-    let build = |m: &Faulty| {
-        Pool::builder(m.clone())
-            .max_size(1)
-            .wait_timeout(SHORT)
-            .test_on_borrow(TestOnBorrow::Never)
-            .build()
-            .unwrap()
-    };
     let pool = if build_on_stalled {
-        stalled.block_on(async { build(&m) })
+        stalled.block_on(async { pool_of(&m, 1, SHORT) })
     } else {
-        live.block_on(async { build(&m) })
+        live.block_on(async { pool_of(&m, 1, SHORT) })
     };
     let held = live.block_on(pool.get()).unwrap();
     // The stalled runtime's waiter joins the line first (so it would take a shared timer).
@@ -116,14 +118,7 @@ fn the_pool_outlives_the_runtime_it_was_built_on() {
     let m = Faulty::new();
     let pool = {
         let home = current_thread();
-        let pool = home.block_on(async {
-            Pool::builder(m.clone())
-                .max_size(2)
-                .wait_timeout(Duration::from_millis(200))
-                .test_on_borrow(TestOnBorrow::Never)
-                .build()
-                .unwrap()
-        });
+        let pool = home.block_on(async { pool_of(&m, 2, Duration::from_millis(200)) });
         drop(home.block_on(pool.get()).unwrap());
         pool
     };
@@ -185,14 +180,7 @@ fn mixed_waiters_on_two_runtimes_all_end_in_time() {
     const HANG: Duration = Duration::from_secs(5);
     let (home, other) = (multi_thread(1), multi_thread(1));
     let m = Faulty::new();
-    let pool = home.block_on(async {
-        Pool::builder(m.clone())
-            .max_size(2)
-            .wait_timeout(WAIT)
-            .test_on_borrow(TestOnBorrow::Never)
-            .build()
-            .unwrap()
-    });
+    let pool = home.block_on(async { pool_of(&m, 2, WAIT) });
     let spawn_on = |rt: &Runtime, seed: u64| {
         let pool = pool.clone();
         rt.spawn(async move {
