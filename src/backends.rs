@@ -25,19 +25,24 @@ use crate::sync::{
 /// One backend the pool may dial: an address plus what discovery said about it.
 ///
 /// Backends are identified by their address: two `Backend`s with the same `addr` are the same
-/// backend to the pool.
+/// backend to the pool. A list that names an address twice keeps the first.
 ///
 /// ```
 /// use connpool::Backend;
-/// let b = Backend::new("10.0.0.7:19000").with_id("proxy-1").with_label("zone", "a");
+/// let b = Backend::new("10.0.0.7:19000")
+///     .with_id("proxy-1")
+///     .with_weight(3)
+///     .with_label("zone", "a");
 /// assert_eq!(b.addr(), "10.0.0.7:19000");
 /// assert_eq!(b.id(), Some("proxy-1"));
+/// assert_eq!(b.weight(), 3);
 /// assert_eq!(b.label("zone"), Some("a"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Backend {
     addr: String,
     id: Option<String>,
+    weight: u32,
     labels: Vec<(String, String)>,
 }
 
@@ -47,6 +52,7 @@ impl Backend {
         Backend {
             addr: addr.into(),
             id: None,
+            weight: 1,
             labels: Vec::new(),
         }
     }
@@ -63,6 +69,28 @@ impl Backend {
     /// The identifier discovery knows the backend by, if any.
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()
+    }
+    /// Sets the backend's share of new connections (default 1). Both [`Balance`] modes honour
+    /// it: round-robin gives a backend of weight 3 three dials for every one of a backend of
+    /// weight 1, and least-connections keeps each backend's open connections in proportion to
+    /// its weight.
+    ///
+    /// Weight 0 makes the backend a standby: it gets no new connections while a backend of
+    /// non-zero weight can be dialed, and is dialed only when every such backend is backed
+    /// off after failed connects or has failed this get. Its existing connections stay in
+    /// use until they retire (idle timeout, lifetime); to close them at once, take the
+    /// backend out of the list instead.
+    ///
+    /// A new list may change a listed backend's weight (the next dial follows it, and the
+    /// pool emits [`Event::BackendsChanged`](crate::Event::BackendsChanged)).
+    #[must_use]
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+    /// The backend's share of new connections (see [`with_weight`](Self::with_weight)).
+    pub fn weight(&self) -> u32 {
+        self.weight
     }
     /// Adds a label (e.g. what discovery read about the backend).
     #[must_use]
@@ -171,6 +199,9 @@ impl BackendEntry {
 /// An immutable snapshot of the list.
 pub(crate) struct BackendSet {
     pub(crate) entries: Vec<Arc<BackendEntry>>,
+    /// Each entry's weight as this list gives it (an entry outlives the list that added it;
+    /// a later list may change its weight).
+    pub(crate) weights: Vec<u32>,
     /// `false` until the first list arrives from discovery.
     pub(crate) known: bool,
 }
@@ -197,18 +228,61 @@ pub(crate) struct Backends {
 pub(crate) struct Change {
     pub(crate) added: Vec<Arc<BackendEntry>>,
     pub(crate) removed: Vec<Arc<BackendEntry>>,
+    /// Backends that stayed listed with another weight: (the backend, its old weight, its
+    /// new one).
+    pub(crate) reweighted: Vec<(Arc<BackendEntry>, u32, u32)>,
+}
+
+impl Change {
+    /// Did the list change at all (a backend added, removed or reweighted)?
+    pub(crate) fn any(&self) -> bool {
+        !self.added.is_empty() || !self.removed.is_empty() || !self.reweighted.is_empty()
+    }
+}
+
+impl BackendSet {
+    /// The weight this list gives `e`, if `e` is in it.
+    fn weight_of(&self, e: &Arc<BackendEntry>) -> Option<u32> {
+        let i = self.entries.iter().position(|x| Arc::ptr_eq(x, e))?;
+        self.weights.get(i).copied()
+    }
+
+    /// The entries a dial may choose from, with the weight each counts with: those that `ok`
+    /// accepts and have a non-zero weight; if there are none, the standbys (weight 0) that
+    /// `ok` accepts, each counting 1.
+    fn tier<'s>(
+        &'s self,
+        ok: impl Fn(&Arc<BackendEntry>) -> bool + Copy + 's,
+    ) -> impl Iterator<Item = (&'s Arc<BackendEntry>, u64)> + Clone + 's {
+        let listed = move || {
+            self.entries
+                .iter()
+                .zip(self.weights.iter().copied())
+                .filter(move |(e, _)| ok(e))
+        };
+        let weighted = listed().any(|(_, w)| w > 0);
+        listed()
+            .filter(move |&(_, w)| (w > 0) == weighted)
+            .map(move |(e, w)| (e, if weighted { u64::from(w) } else { 1 }))
+    }
 }
 
 impl Backends {
     pub(crate) fn new(initial: Option<Vec<Backend>>, backoff: BackoffPolicy) -> Self {
         let known = initial.is_some();
         let epoch = Instant::now();
-        let entries = dedup(initial.unwrap_or_default())
+        let list = dedup(initial.unwrap_or_default());
+        let weights = list.iter().map(Backend::weight).collect();
+        let entries = list
             .into_iter()
             .map(|b| Arc::new(BackendEntry::new(b, epoch)))
             .collect();
         Backends {
-            set: ArcSwap::from_pointee(BackendSet { entries, known }),
+            set: ArcSwap::from_pointee(BackendSet {
+                entries,
+                weights,
+                known,
+            }),
             // Random start, as Codis' Jodis client does: many processes built at once do not all
             // dial the first backend first.
             cursor: CachePadded::new(AtomicUsize::new(fastrand::usize(..))),
@@ -221,9 +295,11 @@ impl Backends {
         self.set.load_full()
     }
 
-    /// Replaces the list; entries whose address stays are kept (with their gauges).
+    /// Replaces the list; entries whose address stays are kept (with their gauges), and take
+    /// the new list's weight.
     pub(crate) fn replace(&self, list: Vec<Backend>) -> Change {
         let list = dedup(list);
+        let weights: Vec<u32> = list.iter().map(Backend::weight).collect();
         let old = self.set.load_full();
         let mut added = Vec::new();
         let entries: Vec<Arc<BackendEntry>> = list
@@ -245,15 +321,28 @@ impl Backends {
             .filter(|e| !entries.iter().any(|n| Arc::ptr_eq(n, e)))
             .cloned()
             .collect();
+        let reweighted = entries
+            .iter()
+            .zip(&weights)
+            .filter_map(|(e, &w)| match old.weight_of(e) {
+                Some(was) if was != w => Some((Arc::clone(e), was, w)),
+                _ => None,
+            })
+            .collect();
         self.set.store(Arc::new(BackendSet {
             entries,
+            weights,
             known: true,
         }));
         #[cfg(not(connpool_mutant = "no_mark_removed"))]
         for e in &removed {
             e.mark_removed();
         }
-        Change { added, removed }
+        Change {
+            added,
+            removed,
+            reweighted,
+        }
     }
 
     fn now_nanos(&self) -> u64 {
@@ -285,16 +374,32 @@ impl Backends {
         let untried = |e: &&Arc<BackendEntry>| !tried.iter().any(|t| Arc::ptr_eq(t, e));
         // Acquire: pairs with the Release stores in `connect_failed`/`connect_ok`.
         let due = |e: &&Arc<BackendEntry>| e.retry_at.load(Ordering::Acquire) <= now;
-        let eligible = set.entries.iter().filter(untried).filter(due).count();
-        if eligible > 0 {
+        let dialable = move |e: &Arc<BackendEntry>| untried(&e) && due(&e);
+        // The weighted backends that may be dialed now, or else the standbys.
+        let tier = set.tier(dialable);
+        let n = tier.clone().count();
+        if n > 0 {
             match balance {
                 Balance::RoundRobin => {
                     // Relaxed: the cursor only spreads load; no data is published through it.
-                    let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                    // Turn by turn over the backends that may be dialed now, so a backed-off
-                    // backend's share spreads over all the others, not onto its neighbour.
-                    let order = set.entries.iter().filter(untried).filter(due).cycle();
-                    for e in order.skip(start % eligible).take(eligible) {
+                    let turn = self.cursor.fetch_add(1, Ordering::Relaxed) as u64;
+                    // Each backend owns a span of the total weight as wide as its own, and the
+                    // turn falls in one of them: over any `total` consecutive turns each
+                    // backend is first choice exactly its weight's number of times (with
+                    // equal weights, plain turn by turn). Turn by turn over the backends that
+                    // may be dialed now, so a backed-off backend's share spreads over all the
+                    // others, not onto its neighbour.
+                    let total: u64 = tier.clone().map(|(_, w)| w).sum();
+                    let at = turn % total.max(1);
+                    let mut end = 0;
+                    let first = tier
+                        .clone()
+                        .position(|(_, w)| {
+                            end += w;
+                            end > at
+                        })
+                        .unwrap_or(0);
+                    for (e, _) in tier.cycle().skip(first).take(n) {
                         if self.claim(e, now) {
                             return Some(Picked::Dial(Arc::clone(e)));
                         }
@@ -302,24 +407,21 @@ impl Backends {
                 }
                 Balance::LeastConnections => {
                     // Relaxed: a load-spreading hint.
-                    let size = |e: &&Arc<BackendEntry>| e.size.load(Ordering::Relaxed);
-                    let least = set
-                        .entries
-                        .iter()
-                        .filter(untried)
-                        .filter(due)
-                        .map(|e| size(&e))
-                        .min();
+                    let size = |e: &Arc<BackendEntry>| e.size.load(Ordering::Relaxed) as u128;
+                    // Connections per unit of weight, compared by cross-multiplying (exact:
+                    // no division, and u128 cannot overflow).
+                    let below = |(s1, w1): (u128, u128), (s2, w2): (u128, u128)| s1 * w2 < s2 * w1;
+                    let least = tier
+                        .clone()
+                        .map(|(e, w)| (size(e), u128::from(w)))
+                        .reduce(|a, b| if below(b, a) { b } else { a });
                     // Ties go round-robin, so equal backends fill evenly.
-                    let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                    let ties = set
-                        .entries
-                        .iter()
-                        .filter(untried)
-                        .filter(due)
-                        .filter(|e| Some(size(e)) == least);
+                    let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
+                    let ties = tier.filter(|&(e, w)| {
+                        least.is_some_and(|(s, lw)| size(e) * lw == s * u128::from(w))
+                    });
                     let n = ties.clone().count().max(1);
-                    for e in ties.cycle().skip(start % n).take(n) {
+                    for (e, _) in ties.cycle().skip(turn % n).take(n) {
                         if self.claim(e, now) {
                             return Some(Picked::Dial(Arc::clone(e)));
                         }

@@ -1013,7 +1013,16 @@ impl<M: Manager> PoolInner<M> {
             tracing::info!(pool = %self.config.name, backend = addr, "connpool: backend removed");
             self.emit(|f| f(&Event::BackendRemoved { backend: addr }));
         }
-        if !change.added.is_empty() || !change.removed.is_empty() {
+        for (e, from, to) in &change.reweighted {
+            tracing::info!(
+                pool = %self.config.name,
+                backend = e.backend.addr(),
+                from,
+                to,
+                "connpool: backend weight changed"
+            );
+        }
+        if change.any() {
             self.emit(|f| {
                 let set = self.backends.snapshot();
                 let addrs: Vec<&str> = set.entries.iter().map(|e| e.backend.addr()).collect();
@@ -1051,8 +1060,10 @@ impl<M: Manager> PoolInner<M> {
             backends: set
                 .entries
                 .iter()
-                .map(|e| BackendStatus {
+                .zip(&set.weights)
+                .map(|(e, &weight)| BackendStatus {
                     addr: e.backend.addr().to_owned(),
+                    weight,
                     online: self.backends.is_online(e),
                     // Relaxed: gauges.
                     size: e.size.load(Ordering::Relaxed),

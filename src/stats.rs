@@ -37,6 +37,8 @@ pub struct Status {
 pub struct BackendStatus {
     /// The backend's address.
     pub addr: String,
+    /// Its weight in the list in force (see [`Backend::with_weight`](crate::Backend::with_weight)).
+    pub weight: u32,
     /// `false` while the backend is backed off after failed connects.
     pub online: bool,
     /// Open connections to it.

@@ -207,3 +207,195 @@ async fn duplicate_addresses_are_merged_and_changes_are_evented() {
     pool.set_backends(["b:2", "c:3"].map(Backend::new));
     assert_eq!(seen.lock().unwrap().len(), 3);
 }
+
+fn weighted(list: &[(&str, u32)]) -> Vec<Backend> {
+    list.iter()
+        .map(|&(a, w)| Backend::new(a).with_weight(w))
+        .collect()
+}
+
+fn weights(pool: &Pool<Faulty>) -> Vec<(String, u32)> {
+    pool.status()
+        .backends
+        .into_iter()
+        .map(|b| (b.addr, b.weight))
+        .collect()
+}
+
+#[tokio::test]
+async fn round_robin_dials_in_proportion_to_weight() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(40)
+        .backends(weighted(&[("a:1", 3), ("b:2", 1)]))
+        .build()
+        .unwrap();
+    assert_eq!(
+        weights(&pool),
+        vec![("a:1".to_owned(), 3), ("b:2".to_owned(), 1)]
+    );
+    let mut held = Vec::new();
+    for round in 1..=10 {
+        for _ in 0..4 {
+            held.push(pool.get().await.unwrap());
+        }
+        // Whatever the random start, every four consecutive dials are three and one.
+        assert_eq!(
+            (m.connects_to("a:1"), m.connects_to("b:2")),
+            (3 * round, round),
+            "after {round} rounds"
+        );
+    }
+}
+
+#[tokio::test]
+async fn least_connections_keeps_connections_in_proportion_to_weight() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(30)
+        .balance(Balance::LeastConnections)
+        .backends(weighted(&[("a:1", 2), ("b:2", 1)]))
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(pool.get().await.unwrap());
+        let (a, b) = (m.connects_to("a:1"), m.connects_to("b:2"));
+        // Connections per unit of weight never differ by more than one connection's worth.
+        assert!(a.abs_diff(2 * b) <= 2, "a {a}, b {b}");
+    }
+    assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (20, 10));
+    // Closing a's connections makes it the emptiest per weight: the next dials go there.
+    let (on_a, mut held): (Vec<_>, Vec<_>) =
+        held.into_iter().partition(|c| c.backend().addr() == "a:1");
+    assert_eq!(on_a.len(), 20);
+    let mut on_a = on_a.into_iter();
+    for c in on_a.by_ref().take(6) {
+        c.discard();
+    }
+    held.extend(on_a);
+    for _ in 0..6 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!(m.connects_to("a:1"), 26, "refilled to its share first");
+    assert_eq!(m.connects_to("b:2"), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_standby_is_dialed_only_when_no_weighted_backend_can_be() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(20)
+        .backoff_base(Duration::from_secs(1))
+        .backoff_max(Duration::from_secs(1))
+        .backends(weighted(&[("a:1", 1), ("s:9", 0), ("b:2", 1)]))
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (3, 3));
+    assert_eq!(
+        m.connects_to("s:9"),
+        0,
+        "no dial to a standby while others serve"
+    );
+
+    // One weighted backend down: the other takes its share, the standby still nothing.
+    m.refuse("a:1", true);
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!(m.connects_to("s:9"), 0);
+    assert_eq!(m.connects_to("b:2"), 7);
+
+    // Both down: a get fails over to the standby instead of failing.
+    m.refuse("b:2", true);
+    for _ in 0..4 {
+        let c = pool.get().await.expect("the standby serves");
+        assert_eq!(c.backend().addr(), "s:9");
+        held.push(c);
+    }
+    assert_eq!(m.connects_to("s:9"), 4);
+
+    // Back up, and their backoff over: new dials leave the standby again.
+    m.refuse("a:1", false);
+    m.refuse("b:2", false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!(m.connects_to("s:9"), 4, "probed back in: the standby rests");
+    assert_eq!(m.connects_to("a:1") + m.connects_to("b:2"), 14);
+    // The standby's connections stay in use until they retire.
+    assert_eq!(m.live_to("s:9"), 4);
+}
+
+#[tokio::test]
+async fn a_list_of_standbys_only_is_dialed_evenly() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(8)
+        .backends(weighted(&[("x:1", 0), ("y:2", 0)]))
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(
+            pool.get()
+                .await
+                .expect("standbys serve when nothing else is listed"),
+        );
+    }
+    assert_eq!((m.connects_to("x:1"), m.connects_to("y:2")), (4, 4));
+}
+
+#[tokio::test]
+async fn a_weight_change_takes_effect_and_is_evented() {
+    let m = Faulty::new();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let s2 = seen.clone();
+    let pool = Pool::builder(m.clone())
+        .max_size(40)
+        .backends(weighted(&[("a:1", 1), ("b:2", 1)]))
+        .on_event(move |e| match e {
+            Event::BackendAdded { backend } => s2.lock().unwrap().push(format!("+{backend}")),
+            Event::BackendRemoved { backend } => s2.lock().unwrap().push(format!("-{backend}")),
+            Event::BackendsChanged { backends } => s2.lock().unwrap().push(backends.join(",")),
+            _ => {}
+        })
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (2, 2));
+
+    pool.set_backends(weighted(&[("a:1", 1), ("b:2", 3)]));
+    assert_eq!(*seen.lock().unwrap(), vec!["a:1,b:2".to_owned()]);
+    assert_eq!(
+        weights(&pool),
+        vec![("a:1".to_owned(), 1), ("b:2".to_owned(), 3)]
+    );
+    assert_eq!(
+        pool.status().idle + pool.status().in_use,
+        4,
+        "connections kept"
+    );
+    for _ in 0..8 {
+        held.push(pool.get().await.unwrap());
+    }
+    assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (4, 8));
+
+    // The same list again changes nothing and fires nothing.
+    pool.set_backends(weighted(&[("a:1", 1), ("b:2", 3)]));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // A duplicate address keeps the first entry's weight.
+    pool.set_backends(weighted(&[("a:1", 2), ("a:1", 5), ("b:2", 3)]));
+    assert_eq!(
+        weights(&pool),
+        vec![("a:1".to_owned(), 2), ("b:2".to_owned(), 3)]
+    );
+}

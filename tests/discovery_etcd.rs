@@ -294,6 +294,61 @@ async fn v3_register_offline_delete_add_malformed() {
     pool.close().await;
 }
 
+/// The registry's `weight` reaches the pool: dials follow it, a change is applied in place,
+/// a malformed weight is warned about and its node skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_weights_follow_the_registry() {
+    let etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/svc/w/proxy-1", &format!(r#"{{"addr":"{A}","weight":3}}"#))
+        .await;
+    w.put(
+        "/svc/w/proxy-2",
+        &format!(r#"{{"addr":"{B}","weight":"1"}}"#),
+    )
+    .await;
+    let (pool, m, seen) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/svc/w/")));
+    until_listed(&pool, &[A, B]).await;
+    let weight = |addr: &str| {
+        let st = pool.status();
+        st.backends
+            .iter()
+            .find(|b| b.addr == addr)
+            .map(|b| b.weight)
+    };
+    assert_eq!((weight(A), weight(B)), (Some(3), Some(1)));
+    dial(&pool, 8).await;
+    assert_eq!((m.connects_to(A), m.connects_to(B)), (6, 2));
+
+    // B's weight goes up in place: the same backend, its connections kept.
+    w.put("/svc/w/proxy-2", &format!(r#"{{"addr":"{B}","weight":5}}"#))
+        .await;
+    eventually("B reweighted", WITHIN, || weight(B) == Some(5)).await;
+    assert_eq!(m.live_to(B), 2, "a weight change closes nothing");
+
+    // A malformed weight: warned about, naming the node, and the node skipped.
+    w.put(
+        "/svc/w/proxy-1",
+        &format!(r#"{{"addr":"{A}","weight":-2}}"#),
+    )
+    .await;
+    eventually("warned about the weight", WITHIN, || {
+        seen.warnings_with("proxy-1") >= 1
+    })
+    .await;
+    until_listed(&pool, &[B]).await;
+    assert!(
+        seen.warnings
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|w| w.contains("weight")),
+        "{:?}",
+        seen.warnings
+    );
+    pool.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v3_empty_prefix_means_no_backends_then_first_registration() {
     let etcd = EtcdServer::start();

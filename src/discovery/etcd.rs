@@ -44,7 +44,8 @@ use crate::error::DiscoveryError;
 /// `/jodis/<product>` directory (v2 API).
 ///
 /// Values are JSON (the address under `addr`, `proxy_addr` or `proto_addr`; a `state` other
-/// than `"online"` or `"online": false` means offline) or plain `host:port`. Constructors
+/// than `"online"` or `"online": false` means offline; an optional `weight` sets
+/// [`Backend::with_weight`](crate::Backend::with_weight)) or plain `host:port`. Constructors
 /// connect nothing; the pool's discovery task does, in [`Discovery::run`].
 ///
 /// ```no_run

@@ -4,7 +4,9 @@
 //! Accepted forms:
 //! - JSON with the address under `addr`, `proxy_addr` or `proto_addr` (first present wins);
 //!   the backend is offline when `state` is present and not `"online"`, or `online` is
-//!   `false` (Codis 2.x and 3.x proxies, Jodis);
+//!   `false` (Codis 2.x and 3.x proxies, Jodis); an optional `weight` (a whole number
+//!   0..=4294967295, or a string of one) sets [`Backend::with_weight`], and any other
+//!   `weight` makes the node malformed;
 //! - plain `host:port` text (surrounding whitespace ignored).
 
 use crate::backends::Backend;
@@ -45,6 +47,9 @@ pub(crate) fn parse_node(id: &str, data: &[u8]) -> Result<NodeData, String> {
             return Ok(NodeData::Offline);
         }
         let mut b = Backend::new(addr).with_id(id);
+        if let Some(w) = v.get("weight") {
+            b = b.with_weight(parse_weight(id, w)?);
+        }
         if let Some(state) = v.get("state").and_then(|s| s.as_str()) {
             b = b.with_label("state", state);
         }
@@ -52,6 +57,22 @@ pub(crate) fn parse_node(id: &str, data: &[u8]) -> Result<NodeData, String> {
     }
     check_addr(id, text)?;
     Ok(NodeData::Online(Backend::new(text).with_id(id)))
+}
+
+/// A weight is a whole number that fits a `u32`, as a JSON number or a string of digits
+/// (registries that store every value as text).
+fn parse_weight(id: &str, w: &serde_json::Value) -> Result<u32, String> {
+    let parsed = match w {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(t) => t.trim().parse::<u32>().ok(),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        format!(
+            "node {id}: weight {w} is not a whole number from 0 to {}",
+            u32::MAX
+        )
+    })
 }
 
 /// A usable address is `host:port` with a numeric port and no whitespace.
@@ -97,6 +118,37 @@ mod tests {
             parse_node("n", br#"{"addr":"h:1","online":false}"#),
             Ok(NodeData::Offline)
         );
+        assert_eq!(
+            parse_node("n", br#"{"addr":"h:1","weight":3}"#),
+            Ok(NodeData::Online(
+                Backend::new("h:1").with_id("n").with_weight(3)
+            ))
+        );
+        assert_eq!(
+            parse_node("n", br#"{"addr":"h:1","weight":" 0 "}"#),
+            Ok(NodeData::Online(
+                Backend::new("h:1").with_id("n").with_weight(0)
+            ))
+        );
+        assert_eq!(
+            parse_node("n", br#"{"addr":"h:1","weight":4294967295}"#),
+            Ok(NodeData::Online(
+                Backend::new("h:1").with_id("n").with_weight(u32::MAX)
+            ))
+        );
+        assert_eq!(parse_node("n", br#"{"addr":"h:1"}"#), Ok(on("h:1")));
+        assert_eq!(Backend::new("h:1").weight(), 1, "no weight given: 1");
+        for bad in [
+            &br#"{"addr":"h:1","weight":-1}"#[..],
+            br#"{"addr":"h:1","weight":1.5}"#,
+            br#"{"addr":"h:1","weight":4294967296}"#,
+            br#"{"addr":"h:1","weight":"heavy"}"#,
+            br#"{"addr":"h:1","weight":null}"#,
+            br#"{"addr":"h:1","weight":[1]}"#,
+        ] {
+            let err = parse_node("n", bad).unwrap_err();
+            assert!(err.contains("node n: weight"), "{err}");
+        }
         for bad in [
             &b""[..],
             b"{",

@@ -74,7 +74,8 @@ enum Layout {
 /// Service discovery through a ZooKeeper directory whose children are backends.
 ///
 /// Each child's data is JSON with the address under `addr`, `proxy_addr` or `proto_addr` (a
-/// `state` other than `"online"`, or `"online": false`, means offline) or plain `host:port`.
+/// `state` other than `"online"`, or `"online": false`, means offline; an optional `weight`
+/// sets [`Backend::with_weight`](crate::Backend::with_weight)) or plain `host:port`.
 /// The constructors connect nothing; the pool's discovery task does, in [`Discovery::run`].
 ///
 /// It watches the directory's children and every child's data (one-shot watches, re-armed in
@@ -168,7 +169,7 @@ impl ZooKeeper {
     }
 
     /// Any directory whose children hold JSON (`addr`, `proxy_addr` or `proto_addr`, optional
-    /// `state`/`online`) or plain `host:port`. A missing leading `/` is added and a trailing
+    /// `state`/`online` and `weight`) or plain `host:port`. A missing leading `/` is added and a trailing
     /// one dropped.
     ///
     /// ```
@@ -1056,7 +1057,7 @@ mod tests {
         #[test]
         fn any_payload_is_parsed_or_skipped(
             data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
-            json in r#"\{"(addr|proxy_addr|state|online)":("[ -~]{0,24}"|[0-9]{1,6}|true|false|null|\[\]),? ?("state":"(online|offline|[a-z]{0,8})")?\}"#,
+            json in r#"\{"(addr|proxy_addr|state|online|weight)":("[ -~]{0,24}"|[0-9]{1,6}|true|false|null|\[\]),? ?("state":"(online|offline|[a-z]{0,8})")?\}"#,
             name in "[a-zA-Z0-9_.-]{1,24}",
         ) {
             let updates = quiet_updates();
