@@ -283,9 +283,15 @@ async fn least_connections_keeps_connections_in_proportion_to_weight() {
 
 #[tokio::test(start_paused = true)]
 async fn a_standby_is_dialed_only_when_no_weighted_backend_can_be() {
+    standby_only_when_needed(Balance::RoundRobin).await;
+    standby_only_when_needed(Balance::LeastConnections).await;
+}
+
+async fn standby_only_when_needed(balance: Balance) {
     let m = Faulty::new();
     let pool = Pool::builder(m.clone())
         .max_size(20)
+        .balance(balance)
         .backoff_base(Duration::from_secs(1))
         .backoff_max(Duration::from_secs(1))
         .backends(weighted(&[("a:1", 1), ("s:9", 0), ("b:2", 1)]))
