@@ -40,7 +40,10 @@ macro_rules! guard {
                     .expect("a guard holds its connection until dropped")
             }
 
-            /// The backend this connection is open to.
+            /// The backend this connection is open to, as it was listed when the pool first
+            /// saw its address (its id, weight and labels then: a later list that keeps the
+            /// address keeps this entry; [`Pool::status`](crate::Pool::status) shows the
+            /// weight in force).
             pub fn backend(&self) -> &Backend {
                 &self.conn_ref().meta.backend.backend
             }
