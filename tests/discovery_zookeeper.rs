@@ -118,6 +118,17 @@ fn addrs(pool: &Pool<Faulty>) -> Vec<String> {
     v
 }
 
+/// Asserts the pool's backends stay exactly `want` (any order) for half a second.
+async fn stays(pool: &Pool<Faulty>, want: &[&str]) {
+    let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_millis(500) {
+        assert_eq!(addrs(pool), want);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls until the pool's backends are exactly `want` (any order).
 async fn converge(pool: &Pool<Faulty>, want: &[&str], log: &Log) {
     let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
@@ -397,29 +408,35 @@ async fn a_burst_of_flips_coalesces_and_ends_in_the_last_state() {
     let pool = pool(&m, ZooKeeper::codis3(&server.addr(), "demo"), &log, 2);
     converge(&pool, &[a, b], &log).await;
     let before = log.count("changed:");
-    // 200 flips sent back to back (the client sends at call time), awaited together; the
-    // last one leaves b offline.
-    let flips: Vec<_> = (0..200)
+    // 200 flips sent back to back (the client sends at call time), awaited together, and a
+    // last write that moves b to a new address. No earlier version lists b2, so once the
+    // pool lists it, discovery has read b's last version: any read after that returns it
+    // (or a newer one), and only a stale read could list anything else. (Converging on an
+    // offline b instead could be met by a read from the middle of the burst, with a later
+    // mid-burst read still in flight.)
+    let b2 = "10.0.10.3:1";
+    let mut flips: Vec<_> = (0..200)
         .map(|i| {
             let state = if i % 2 == 0 { "online" } else { "offline" };
             w.set_data("/jodis/demo/proxy-b", &proxy(b, state), None)
         })
         .collect();
+    flips.push(w.set_data("/jodis/demo/proxy-b", &proxy(b2, "online"), None));
     for f in flips {
         f.await.expect("flip");
     }
-    converge(&pool, &[a], &log).await;
+    converge(&pool, &[a, b2], &log).await;
     let changes = log.count("changed:") - before;
     assert!(
-        changes < 200,
-        "200 flips coalesced into fewer list changes, got {changes}"
+        changes < 201,
+        "201 writes coalesced into fewer list changes, got {changes}"
     );
     // Stays there (no late stale read undoes it).
-    let resync = Instant::now();
-    while resync.elapsed() < Duration::from_millis(500) {
-        assert_eq!(addrs(&pool), [a]);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    stays(&pool, &[a, b2]).await;
+    // And ends in the last state: offline.
+    put(&w, "/jodis/demo/proxy-b", &proxy(b2, "offline")).await;
+    converge(&pool, &[a], &log).await;
+    stays(&pool, &[a]).await;
     pool.close().await;
 }
 
