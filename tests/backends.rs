@@ -16,6 +16,19 @@ fn backends(list: &[String]) -> Vec<Backend> {
     list.iter().map(Backend::new).collect()
 }
 
+/// The list events seen: `+addr`, `-addr`, and each new list as `addr,addr`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn list_events(seen: &Seen) -> impl Fn(&Event) + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |e| match e {
+        Event::BackendAdded { backend } => seen.lock().unwrap().push(format!("+{backend}")),
+        Event::BackendRemoved { backend } => seen.lock().unwrap().push(format!("-{backend}")),
+        Event::BackendsChanged { backends } => seen.lock().unwrap().push(backends.join(",")),
+        _ => {}
+    }
+}
+
 #[tokio::test]
 async fn round_robin_spreads_new_connections_evenly() {
     let m = Faulty::new();
@@ -185,16 +198,10 @@ async fn without_backends_the_pool_has_one_implicit_backend() {
 #[tokio::test]
 async fn duplicate_addresses_are_merged_and_changes_are_evented() {
     let m = Faulty::new();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let s2 = seen.clone();
+    let seen = Seen::default();
     let pool = Pool::builder(m.clone())
         .backends(["a:1", "a:1", "b:2"].map(Backend::new))
-        .on_event(move |e| match e {
-            Event::BackendAdded { backend } => s2.lock().unwrap().push(format!("+{backend}")),
-            Event::BackendRemoved { backend } => s2.lock().unwrap().push(format!("-{backend}")),
-            Event::BackendsChanged { backends } => s2.lock().unwrap().push(backends.join(",")),
-            _ => {}
-        })
+        .on_event(list_events(&seen))
         .build()
         .unwrap();
     assert_eq!(pool.status().backends.len(), 2);
@@ -214,6 +221,23 @@ fn weighted(list: &[(&str, u32)]) -> Vec<Backend> {
         .collect()
 }
 
+/// `n` gets, held (each a fresh dial when nothing is idle).
+async fn hold(pool: &Pool<Faulty>, n: usize) -> Vec<connpool::Pooled<Faulty>> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(pool.get().await.unwrap());
+    }
+    held
+}
+
+fn weighted_pool(m: &Faulty, max: usize, list: &[(&str, u32)]) -> Pool<Faulty> {
+    Pool::builder(m.clone())
+        .max_size(max)
+        .backends(weighted(list))
+        .build()
+        .unwrap()
+}
+
 fn weights(pool: &Pool<Faulty>) -> Vec<(String, u32)> {
     pool.status()
         .backends
@@ -225,11 +249,7 @@ fn weights(pool: &Pool<Faulty>) -> Vec<(String, u32)> {
 #[tokio::test]
 async fn round_robin_dials_in_proportion_to_weight() {
     let m = Faulty::new();
-    let pool = Pool::builder(m.clone())
-        .max_size(40)
-        .backends(weighted(&[("a:1", 3), ("b:2", 1)]))
-        .build()
-        .unwrap();
+    let pool = weighted_pool(&m, 40, &[("a:1", 3), ("b:2", 1)]);
     assert_eq!(
         weights(&pool),
         vec![("a:1".to_owned(), 3), ("b:2".to_owned(), 1)]
@@ -274,9 +294,7 @@ async fn least_connections_keeps_connections_in_proportion_to_weight() {
         c.discard();
     }
     held.extend(on_a);
-    for _ in 0..6 {
-        held.push(pool.get().await.unwrap());
-    }
+    held.extend(hold(&pool, 6).await);
     assert_eq!(m.connects_to("a:1"), 26, "refilled to its share first");
     assert_eq!(m.connects_to("b:2"), 10);
 }
@@ -298,9 +316,7 @@ async fn standby_only_when_needed(balance: Balance) {
         .build()
         .unwrap();
     let mut held = Vec::new();
-    for _ in 0..6 {
-        held.push(pool.get().await.unwrap());
-    }
+    held.extend(hold(&pool, 6).await);
     assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (3, 3));
     assert_eq!(
         m.connects_to("s:9"),
@@ -310,9 +326,7 @@ async fn standby_only_when_needed(balance: Balance) {
 
     // One weighted backend down: the other takes its share, the standby still nothing.
     m.refuse("a:1", true);
-    for _ in 0..4 {
-        held.push(pool.get().await.unwrap());
-    }
+    held.extend(hold(&pool, 4).await);
     assert_eq!(m.connects_to("s:9"), 0);
     assert_eq!(m.connects_to("b:2"), 7);
 
@@ -329,9 +343,7 @@ async fn standby_only_when_needed(balance: Balance) {
     m.refuse("a:1", false);
     m.refuse("b:2", false);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for _ in 0..4 {
-        held.push(pool.get().await.unwrap());
-    }
+    held.extend(hold(&pool, 4).await);
     assert_eq!(m.connects_to("s:9"), 4, "probed back in: the standby rests");
     assert_eq!(m.connects_to("a:1") + m.connects_to("b:2"), 14);
     // The standby's connections stay in use until they retire.
@@ -341,11 +353,7 @@ async fn standby_only_when_needed(balance: Balance) {
 #[tokio::test]
 async fn a_list_of_standbys_only_is_dialed_evenly() {
     let m = Faulty::new();
-    let pool = Pool::builder(m.clone())
-        .max_size(8)
-        .backends(weighted(&[("x:1", 0), ("y:2", 0)]))
-        .build()
-        .unwrap();
+    let pool = weighted_pool(&m, 8, &[("x:1", 0), ("y:2", 0)]);
     let mut held = Vec::new();
     for _ in 0..8 {
         held.push(
@@ -360,23 +368,15 @@ async fn a_list_of_standbys_only_is_dialed_evenly() {
 #[tokio::test]
 async fn a_weight_change_takes_effect_and_is_evented() {
     let m = Faulty::new();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let s2 = seen.clone();
+    let seen = Seen::default();
     let pool = Pool::builder(m.clone())
         .max_size(40)
         .backends(weighted(&[("a:1", 1), ("b:2", 1)]))
-        .on_event(move |e| match e {
-            Event::BackendAdded { backend } => s2.lock().unwrap().push(format!("+{backend}")),
-            Event::BackendRemoved { backend } => s2.lock().unwrap().push(format!("-{backend}")),
-            Event::BackendsChanged { backends } => s2.lock().unwrap().push(backends.join(",")),
-            _ => {}
-        })
+        .on_event(list_events(&seen))
         .build()
         .unwrap();
     let mut held = Vec::new();
-    for _ in 0..4 {
-        held.push(pool.get().await.unwrap());
-    }
+    held.extend(hold(&pool, 4).await);
     assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (2, 2));
 
     pool.set_backends(weighted(&[("a:1", 1), ("b:2", 3)]));
@@ -390,9 +390,7 @@ async fn a_weight_change_takes_effect_and_is_evented() {
         4,
         "connections kept"
     );
-    for _ in 0..8 {
-        held.push(pool.get().await.unwrap());
-    }
+    held.extend(hold(&pool, 8).await);
     assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (4, 8));
 
     // The same list again changes nothing and fires nothing.
