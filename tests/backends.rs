@@ -315,8 +315,7 @@ async fn standby_only_when_needed(balance: Balance) {
         .backends(weighted(&[("a:1", 1), ("s:9", 0), ("b:2", 1)]))
         .build()
         .unwrap();
-    let mut held = Vec::new();
-    held.extend(hold(&pool, 6).await);
+    let mut held = hold(&pool, 6).await;
     assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (3, 3));
     assert_eq!(
         m.connects_to("s:9"),
@@ -375,8 +374,7 @@ async fn a_weight_change_takes_effect_and_is_evented() {
         .on_event(list_events(&seen))
         .build()
         .unwrap();
-    let mut held = Vec::new();
-    held.extend(hold(&pool, 4).await);
+    let mut held = hold(&pool, 4).await;
     assert_eq!((m.connects_to("a:1"), m.connects_to("b:2")), (2, 2));
 
     pool.set_backends(weighted(&[("a:1", 1), ("b:2", 3)]));
