@@ -98,7 +98,8 @@ pub enum Event<'a> {
         /// The backend's address.
         backend: &'a str,
     },
-    /// The list changed; here is the new one.
+    /// The list changed (a backend added, removed or given another weight); here is the
+    /// new one.
     BackendsChanged {
         /// The addresses now in force.
         backends: &'a [&'a str],
