@@ -538,3 +538,105 @@ fn dedup(list: Vec<Backend>) -> Vec<Backend> {
     }
     out
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Healthy backends `h:0`, `h:1`, ... with these weights.
+    fn listed(weights: &[u32]) -> Backends {
+        let list = weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Backend::new(format!("h:{i}")).with_weight(w))
+            .collect();
+        let backoff = BackoffPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        };
+        Backends::new(Some(list), backoff)
+    }
+
+    /// `turns` picks; each picked backend's `size` grows by one, as its dial would make it.
+    /// Returns how many each got.
+    fn dial(b: &Backends, balance: Balance, turns: u64) -> Vec<u64> {
+        let set = b.snapshot();
+        let mut got = vec![0; set.entries.len()];
+        for _ in 0..turns {
+            let Picked::Dial(e) = b.pick(balance, &[]) else {
+                panic!("a healthy list always has a backend to dial")
+            };
+            // Relaxed: single-threaded.
+            e.size.fetch_add(1, Ordering::Relaxed);
+            let i = set.entries.iter().position(|x| Arc::ptr_eq(x, &e));
+            got[i.expect("a listed backend")] += 1;
+        }
+        got
+    }
+
+    /// What each backend's share of `rounds` runs of the weights' sum is: its weight each
+    /// time, or 1 each when only standbys are listed.
+    fn shares(weights: &[u32], rounds: u64) -> (u64, Vec<u64>) {
+        let weighted = weights.iter().any(|&w| w > 0);
+        let effective: Vec<u64> = weights
+            .iter()
+            .map(|&w| if weighted { u64::from(w) } else { 1 })
+            .collect();
+        let total: u64 = effective.iter().sum();
+        (
+            total * rounds,
+            effective.iter().map(|w| w * rounds).collect(),
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn round_robin_turns_follow_the_weights(
+            weights in proptest::collection::vec(0u32..6, 1..7),
+            rounds in 1u64..4,
+        ) {
+            let (turns, want) = shares(&weights, rounds);
+            let b = listed(&weights);
+            proptest::prop_assert_eq!(dial(&b, Balance::RoundRobin, turns), want);
+        }
+
+        #[test]
+        fn least_connections_fills_in_proportion_to_the_weights(
+            weights in proptest::collection::vec(0u32..6, 1..7),
+            rounds in 1u64..4,
+        ) {
+            let (turns, want) = shares(&weights, rounds);
+            let b = listed(&weights);
+            proptest::prop_assert_eq!(dial(&b, Balance::LeastConnections, turns), want);
+        }
+    }
+
+    #[test]
+    fn a_new_list_reweights_in_place() {
+        let b = listed(&[1, 1]);
+        let before = b.snapshot();
+        let change = b.replace(vec![
+            Backend::new("h:0").with_weight(4),
+            Backend::new("h:1"),
+        ]);
+        assert!(change.added.is_empty() && change.removed.is_empty());
+        let moved: Vec<(&str, u32, u32)> = change
+            .reweighted
+            .iter()
+            .map(|(e, from, to)| (e.backend.addr(), *from, *to))
+            .collect();
+        assert_eq!(moved, vec![("h:0", 1, 4)]);
+        let after = b.snapshot();
+        assert!(
+            Arc::ptr_eq(&before.entries[0], &after.entries[0]),
+            "same entry"
+        );
+        assert_eq!(after.weights, vec![4, 1]);
+        assert!(!b
+            .replace(vec![
+                Backend::new("h:0").with_weight(4),
+                Backend::new("h:1")
+            ])
+            .any());
+    }
+}
