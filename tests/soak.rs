@@ -11,7 +11,8 @@
 //! faults injected around them: refused, hanging, slow, failing and panicking connects and
 //! checks, connections that come back not reusable, gets cancelled by timeouts and `select!`,
 //! aborted tasks, tasks that panic holding a connection, discarded and detached connections,
-//! backends killed and restarted, backend list swaps (including a dead address) and resizes.
+//! backends killed and restarted, backend list swaps (including a dead address, with random weights 0..=3: standbys and
+//! reweights in place) and resizes.
 //! Every few seconds the soak checks that the pool is bounded and its numbers add up; at the
 //! end it closes the pool (which must finish promptly), drops it, and compares descriptors
 //! (`/proc/self/fd`), live tasks (`RuntimeMetrics::num_alive_tasks`) and live heap bytes (a
@@ -396,10 +397,11 @@ async fn chaos(
                 let mut list: Vec<Backend> = servers
                     .iter()
                     .filter(|_| fastrand::bool())
-                    .map(|s| Backend::new(s.addr.clone()))
+                    // Weights 0..=3: standbys and reweights in place, under chaos.
+                    .map(|s| Backend::new(s.addr.clone()).with_weight(fastrand::u32(0..=3)))
                     .collect();
                 if fastrand::u8(0..4) == 0 {
-                    list.push(Backend::new(dead.clone()));
+                    list.push(Backend::new(dead.clone()).with_weight(fastrand::u32(0..=3)));
                 }
                 pool.set_backends(list);
             }
