@@ -11,8 +11,8 @@
 //! faults injected around them: refused, hanging, slow, failing and panicking connects and
 //! checks, connections that come back not reusable, gets cancelled by timeouts and `select!`,
 //! aborted tasks, tasks that panic holding a connection, discarded and detached connections,
-//! backends killed and restarted, backend list swaps (including a dead address, with random weights 0..=3: standbys and
-//! reweights in place) and resizes.
+//! backends killed and restarted, backend list swaps (including a dead address; random
+//! weights 0..=3, so standbys and reweights in place) and resizes.
 //! Every few seconds the soak checks that the pool is bounded and its numbers add up; at the
 //! end it closes the pool (which must finish promptly), drops it, and compares descriptors
 //! (`/proc/self/fd`), live tasks (`RuntimeMetrics::num_alive_tasks`) and live heap bytes (a
