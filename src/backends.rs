@@ -241,12 +241,6 @@ impl Change {
 }
 
 impl BackendSet {
-    /// The weight this list gives `e`, if `e` is in it.
-    fn weight_of(&self, e: &Arc<BackendEntry>) -> Option<u32> {
-        let i = self.entries.iter().position(|x| Arc::ptr_eq(x, e))?;
-        self.weights.get(i).copied()
-    }
-
     /// The entries a dial may choose from, with the weight each counts with: those that `ok`
     /// accepts and have a non-zero weight; if there are none, the standbys (weight 0) that
     /// `ok` accepts, each counting 1.
@@ -302,11 +296,19 @@ impl Backends {
         let weights: Vec<u32> = list.iter().map(Backend::weight).collect();
         let old = self.set.load_full();
         let mut added = Vec::new();
+        let mut reweighted = Vec::new();
         let entries: Vec<Arc<BackendEntry>> = list
             .into_iter()
             .map(
-                |b| match old.entries.iter().find(|e| e.backend.addr == b.addr) {
-                    Some(e) => Arc::clone(e),
+                |b| match old.entries.iter().position(|e| e.backend.addr == b.addr) {
+                    Some(i) => {
+                        let e = &old.entries[i];
+                        let (was, now) = (old.weights[i], b.weight);
+                        if was != now {
+                            reweighted.push((Arc::clone(e), was, now));
+                        }
+                        Arc::clone(e)
+                    }
                     None => {
                         let e = Arc::new(BackendEntry::new(b, self.epoch));
                         added.push(Arc::clone(&e));
@@ -320,14 +322,6 @@ impl Backends {
             .iter()
             .filter(|e| !entries.iter().any(|n| Arc::ptr_eq(n, e)))
             .cloned()
-            .collect();
-        let reweighted = entries
-            .iter()
-            .zip(&weights)
-            .filter_map(|(e, &w)| match old.weight_of(e) {
-                Some(was) if was != w => Some((Arc::clone(e), was, w)),
-                _ => None,
-            })
             .collect();
         self.set.store(Arc::new(BackendSet {
             entries,
