@@ -169,8 +169,8 @@ impl ZooKeeper {
     }
 
     /// Any directory whose children hold JSON (`addr`, `proxy_addr` or `proto_addr`, optional
-    /// `state`/`online` and `weight`) or plain `host:port`. A missing leading `/` is added and a trailing
-    /// one dropped.
+    /// `state`/`online` and `weight`) or plain `host:port`. A missing leading `/` is added
+    /// and a trailing one dropped.
     ///
     /// ```
     /// let zk = connpool::discovery::ZooKeeper::directory("127.0.0.1:2181", "/serverlist");
