@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use connpool::{Error, Pool, TestOnBorrow};
-use support::faulty::{assert_at_rest, eventually, Faulty};
+use connpool::{Error, Pool};
+use support::faulty::{assert_at_rest, eventually, pool_of, Faulty};
 use tokio::runtime::Runtime;
 use tokio::time::Instant;
 
@@ -24,16 +24,6 @@ fn multi_thread(workers: usize) -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A pool of `max` with `wait` as its `wait_timeout`, built on the calling runtime.
-fn pool_of(m: &Faulty, max: usize, wait: Duration) -> Pool<Faulty> {
-    Pool::builder(m.clone())
-        .max_size(max)
-        .wait_timeout(wait)
-        .test_on_borrow(TestOnBorrow::Never)
         .build()
         .unwrap()
 }

@@ -8,19 +8,14 @@ mod support;
 
 use std::time::Duration;
 
-use connpool::{Error, Pool, PooledRef, TestOnBorrow};
-use support::faulty::{assert_at_rest, eventually, FaultError, Faulty};
+use connpool::{Error, Pool, PooledRef};
+use support::faulty::{assert_at_rest, eventually, pool_of, FaultError, Faulty};
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(1);
 
 fn pool(m: &Faulty, max: usize) -> Pool<Faulty> {
-    Pool::builder(m.clone())
-        .max_size(max)
-        .wait_timeout(WAIT)
-        .test_on_borrow(TestOnBorrow::Never)
-        .build()
-        .unwrap()
+    pool_of(m, max, WAIT)
 }
 
 /// How a get spawned by [`timed_get`] ended, and when.

@@ -221,6 +221,17 @@ pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> 
     }
 }
 
+/// A pool of `max` with `wait` as its `wait_timeout` and no check on borrow (so gets and
+/// returns are all the manager sees), built on the calling runtime.
+pub fn pool_of(m: &Faulty, max: usize, wait: Duration) -> connpool::Pool<Faulty> {
+    connpool::Pool::builder(m.clone())
+        .max_size(max)
+        .wait_timeout(wait)
+        .test_on_borrow(connpool::TestOnBorrow::Never)
+        .build()
+        .unwrap()
+}
+
 /// At rest: nothing lent, nobody waiting, every open connection idle, and the pool's size is
 /// the number of connections actually alive.
 pub fn assert_at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty) {
