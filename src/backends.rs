@@ -243,21 +243,23 @@ impl Change {
 impl BackendSet {
     /// The entries a dial may choose from, with the weight each counts with: those that `ok`
     /// accepts and have a non-zero weight; if there are none, the standbys (weight 0) that
-    /// `ok` accepts, each counting 1.
-    fn tier<'s>(
-        &'s self,
-        ok: impl Fn(&Arc<BackendEntry>) -> bool + Copy + 's,
-    ) -> impl Iterator<Item = (&'s Arc<BackendEntry>, u64)> + Clone + 's {
-        let listed = move || {
-            self.entries
-                .iter()
-                .zip(self.weights.iter().copied())
-                .filter(move |(e, _)| ok(e))
-        };
-        let weighted = listed().any(|(_, w)| w > 0);
-        listed()
-            .filter(move |&(_, w)| (w > 0) == weighted)
-            .map(move |(e, w)| (e, if weighted { u64::from(w) } else { 1 }))
+    /// `ok` accepts, each counting 1. `ok` is asked once per entry, so the tier is one
+    /// consistent view even while other gets' dials and probes change what `ok` would say.
+    fn tier(&self, ok: impl Fn(&Arc<BackendEntry>) -> bool) -> Vec<(&Arc<BackendEntry>, u64)> {
+        let mut listed: Vec<(&Arc<BackendEntry>, u64)> = self
+            .entries
+            .iter()
+            .zip(self.weights.iter().map(|&w| u64::from(w)))
+            .filter(|(e, _)| ok(e))
+            .collect();
+        if listed.iter().any(|&(_, w)| w > 0) {
+            listed.retain(|&(_, w)| w > 0);
+        } else {
+            for (_, w) in &mut listed {
+                *w = 1;
+            }
+        }
+        listed
     }
 }
 
@@ -369,60 +371,62 @@ impl Backends {
         // Acquire: pairs with the Release stores in `connect_failed`/`connect_ok`.
         let due = |e: &&Arc<BackendEntry>| e.retry_at.load(Ordering::Acquire) <= now;
         let dialable = move |e: &Arc<BackendEntry>| untried(&e) && due(&e);
-        // The weighted backends that may be dialed now, or else the standbys.
+        // The weighted backends that may be dialed now, or else the standbys; each backend
+        // looked at once, so the choice below is made on one view.
         let tier = set.tier(dialable);
-        // How many, and their weights' sum (each counts at least 1: `total` is 0 only when
-        // the tier is empty).
-        let (n, total) = tier
-            .clone()
-            .fold((0, 0u64), |(n, total), (_, w)| (n + 1, total + w));
-        if n > 0 {
-            match balance {
+        if !tier.is_empty() {
+            // Relaxed: the cursor only spreads load; no data is published through it.
+            let turn = self.cursor.fetch_add(1, Ordering::Relaxed) as u64;
+            // The backends to try in turn, and where to start.
+            let (order, first) = match balance {
                 Balance::RoundRobin => {
-                    // Relaxed: the cursor only spreads load; no data is published through it.
-                    let turn = self.cursor.fetch_add(1, Ordering::Relaxed) as u64;
                     // Each backend owns a span of the total weight as wide as its own, and the
                     // turn falls in one of them: over any `total` consecutive turns each
                     // backend is first choice exactly its weight's number of times (with
                     // equal weights, plain turn by turn). Turn by turn over the backends that
                     // may be dialed now, so a backed-off backend's share spreads over all the
-                    // others, not onto its neighbour.
+                    // others, not onto its neighbour. (`total` is not 0: a tier's weights are
+                    // all at least 1, and it is not empty.)
+                    let total: u64 = tier.iter().map(|&(_, w)| w).sum();
                     let at = turn % total;
                     let mut end = 0;
                     let first = tier
-                        .clone()
-                        .position(|(_, w)| {
+                        .iter()
+                        .position(|&(_, w)| {
                             end += w;
                             end > at
                         })
                         .unwrap_or(0);
-                    for (e, _) in tier.cycle().skip(first).take(n) {
-                        if self.claim(e, now) {
-                            return Some(Picked::Dial(Arc::clone(e)));
-                        }
-                    }
+                    (tier, first)
                 }
                 Balance::LeastConnections => {
-                    // Relaxed: a load-spreading hint.
-                    let size = |e: &Arc<BackendEntry>| e.size.load(Ordering::Relaxed) as u128;
+                    // Each size read once (Relaxed: a load-spreading hint), so the least and
+                    // its ties are found in the same view, whatever other gets' dials and
+                    // closes do meanwhile: at least one backend (the least) always ties.
+                    let sized: Vec<(&Arc<BackendEntry>, u128, u128)> = tier
+                        .into_iter()
+                        .map(|(e, w)| (e, e.size.load(Ordering::Relaxed) as u128, w.into()))
+                        .collect();
                     // Connections per unit of weight, compared by cross-multiplying (exact:
-                    // no division, and u128 cannot overflow).
-                    let below = |(s1, w1): (u128, u128), (s2, w2): (u128, u128)| s1 * w2 < s2 * w1;
-                    let least = tier
-                        .clone()
-                        .map(|(e, w)| (size(e), u128::from(w)))
-                        .reduce(|a, b| if below(b, a) { b } else { a });
+                    // no division, and u128 cannot overflow). `sized` is not empty: the tier
+                    // is not.
+                    let (s, w) = sized.iter().skip(1).fold(
+                        (sized[0].1, sized[0].2),
+                        |(s, w), &(_, s2, w2)| if s2 * w < s * w2 { (s2, w2) } else { (s, w) },
+                    );
                     // Ties go round-robin, so equal backends fill evenly.
-                    let turn = self.cursor.fetch_add(1, Ordering::Relaxed);
-                    let ties = tier.filter(|&(e, w)| {
-                        least.is_some_and(|(s, lw)| size(e) * lw == s * u128::from(w))
-                    });
-                    let n = ties.clone().count().max(1);
-                    for (e, _) in ties.cycle().skip(turn % n).take(n) {
-                        if self.claim(e, now) {
-                            return Some(Picked::Dial(Arc::clone(e)));
-                        }
-                    }
+                    let ties: Vec<(&Arc<BackendEntry>, u64)> = sized
+                        .into_iter()
+                        .filter(|&(_, s2, w2)| s2 * w == s * w2)
+                        .map(|(e, _, w2)| (e, w2 as u64))
+                        .collect();
+                    let first = (turn % ties.len() as u64) as usize;
+                    (ties, first)
+                }
+            };
+            for &(e, _) in order.iter().cycle().skip(first).take(order.len()) {
+                if self.claim(e, now) {
+                    return Some(Picked::Dial(Arc::clone(e)));
                 }
             }
         }
