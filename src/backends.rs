@@ -606,6 +606,36 @@ mod tests {
         }
     }
 
+    /// A pass sees one view: each backend is asked once whether it may be dialed, so an
+    /// answer that changes meanwhile (another get's probe or failure) cannot leave the pass
+    /// with a tier that matches neither answer.
+    #[test]
+    fn a_tier_asks_each_backend_once() {
+        let b = listed(&[1, 0, 2]);
+        let set = b.snapshot();
+        let asked = std::cell::Cell::new(0);
+        // Yes the first time each is asked; no after that.
+        let ok = |_: &Arc<BackendEntry>| {
+            asked.set(asked.get() + 1);
+            asked.get() <= 3
+        };
+        let tier: Vec<(&str, u64)> = set
+            .tier(ok)
+            .into_iter()
+            .map(|(e, w)| (e.backend.addr(), w))
+            .collect();
+        assert_eq!(asked.get(), 3);
+        assert_eq!(tier, vec![("h:0", 1), ("h:2", 2)]);
+        // Only standbys may be dialed: they count 1 each.
+        let only_standby = |e: &Arc<BackendEntry>| e.backend.addr() == "h:1";
+        let tier: Vec<(&str, u64)> = set
+            .tier(only_standby)
+            .into_iter()
+            .map(|(e, w)| (e.backend.addr(), w))
+            .collect();
+        assert_eq!(tier, vec![("h:1", 1)]);
+    }
+
     #[test]
     fn a_new_list_reweights_in_place() {
         let b = listed(&[1, 1]);
