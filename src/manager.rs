@@ -14,8 +14,10 @@ use crate::backends::Backend;
 ///
 /// # Panics
 ///
-/// A panic in `connect` or `check` is caught by the pool: it counts as a failed connect or a
-/// failed check, and never leaks a slot or corrupts a counter.
+/// A panic in `connect` or `check` is caught by the pool, whether it happens in the call
+/// itself (before the future is returned) or while the future runs: it counts as a failed
+/// connect or a failed check, and never leaks a slot, corrupts a counter or ends the pool's
+/// background task.
 ///
 /// # Example
 ///

@@ -767,7 +767,10 @@ impl<M: Manager> PoolInner<M> {
         deadline: Instant,
     ) -> Result<(), CheckFailure<M::Error>> {
         let limit = deadline.min(deadline_after(Instant::now(), self.config.check_timeout));
-        let r = match tokio::time::timeout_at(limit, catch(self.manager.check(&mut c.conn))).await {
+        // The call itself inside `catch` too: a manager may panic before it returns its
+        // future (a plain `fn` returning `impl Future`).
+        let check = catch(async { self.manager.check(&mut c.conn).await });
+        let r = match tokio::time::timeout_at(limit, check).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(CheckFailure::Failed(e)),
             Ok(Err(panic)) => Err(CheckFailure::Panicked(panic)),
@@ -891,8 +894,10 @@ impl<M: Manager> PoolInner<M> {
         let connect_deadline = deadline_after(started, self.config.connect_timeout);
         let limit = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
         let addr = entry.backend.addr();
-        let outcome =
-            tokio::time::timeout_at(limit, catch(self.manager.connect(&entry.backend))).await;
+        // The call itself inside `catch` too: a manager may panic before it returns its
+        // future.
+        let connect = catch(async { self.manager.connect(&entry.backend).await });
+        let outcome = tokio::time::timeout_at(limit, connect).await;
         let (source, message) = match outcome {
             Ok(Ok(Ok(conn))) => {
                 opening.opened();

@@ -116,6 +116,59 @@ async fn a_burst_of_publishes_coalesces_and_the_latest_list_wins() {
     );
 }
 
+/// A discovery whose `run` (a plain `fn` returning `impl Future`) panics in the call itself,
+/// before its future exists, the first time; the next run publishes.
+#[derive(Clone, Default)]
+struct PanicsBeforeItsFuture {
+    runs: Arc<AtomicUsize>,
+}
+
+impl Discovery for PanicsBeforeItsFuture {
+    fn run(
+        &self,
+        updates: Updates,
+    ) -> impl std::future::Future<Output = Result<(), DiscoveryError>> + Send + '_ {
+        if self.runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("run panicked before its future");
+        }
+        async move {
+            updates.publish(addrs(&["a:1"]));
+            updates.closed().await;
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_that_panics_before_its_future_is_restarted() {
+    let d = PanicsBeforeItsFuture::default();
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let f2 = failures.clone();
+    let pool = Pool::builder(Faulty::new())
+        .discovery(d.clone())
+        .wait_timeout(MIN)
+        .on_event(move |e| {
+            if let Event::DiscoveryFailed { message } = e {
+                f2.lock().unwrap().push(message.to_string());
+            }
+        })
+        .build()
+        .unwrap();
+    // The get waits for the first list, which only the second run publishes.
+    drop(
+        pool.get()
+            .await
+            .expect("served once the restarted run publishes"),
+    );
+    assert_eq!(d.runs.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.stats().discovery_errors, 1);
+    let f = failures.lock().unwrap().clone();
+    assert!(
+        f.len() == 1 && f[0].contains("run panicked before its future"),
+        "{f:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn errors_and_panics_restart_run_and_keep_the_last_list() {
     let d = Scripted::default();

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use connpool::{Event, Pool, TestOnBorrow};
-use support::faulty::{assert_at_rest, Fault, Faulty};
+use support::faulty::{assert_at_rest, eventually, Fault, Faulty};
+
+const MIN: Duration = Duration::from_secs(60);
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_connect_is_a_connect_error_and_leaks_nothing() {
@@ -45,6 +47,71 @@ async fn a_panicking_check_closes_that_connection_only() {
     assert_eq!(pool.stats().check_failures, 2);
     m.check_fault(Fault::Ok);
     drop(pool.get_timeout(Duration::ZERO).await.unwrap());
+}
+
+/// A manager's `connect` and `check` may be plain `fn`s returning `impl Future`, and panic
+/// in the call itself, before any future exists: contained like a panic inside the future.
+#[tokio::test(start_paused = true)]
+async fn a_connect_or_check_that_panics_before_its_future_is_contained() {
+    let m = Faulty::new();
+    m.connect_fault(Fault::PanicEarly);
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .test_on_borrow(TestOnBorrow::Always)
+        .build()
+        .unwrap();
+    let err = pool.get().await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    assert!(err.to_string().contains("before its future"), "{err}");
+    assert_at_rest(&pool, &m);
+    m.connect_fault(Fault::Ok);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(pool.get().await.expect("the slot came back"));
+    m.check_fault(Fault::PanicEarly);
+    let err = pool.get().await.unwrap_err();
+    assert!(err.is_check(), "{err}");
+    assert!(err.to_string().contains("before its future"), "{err}");
+    assert_at_rest(&pool, &m);
+    m.check_fault(Fault::Ok);
+    drop(pool.get_timeout(Duration::ZERO).await.unwrap());
+}
+
+/// The maintenance task dials for `min_idle` and checks for keepalive: a manager that panics
+/// in the call must not end it (it would then never refill, sweep or ping again).
+#[tokio::test(start_paused = true)]
+async fn maintenance_survives_a_connect_and_a_check_that_panic_before_their_futures() {
+    let m = Faulty::new();
+    m.connect_fault(Fault::PanicEarly);
+    let pool = Pool::builder(m.clone())
+        .max_size(4)
+        .min_idle(2)
+        .keepalive(Some(Duration::from_secs(1)))
+        .check_retries(1)
+        .maintenance_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    // Several passes, each of whose refills panic.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pool.status().size, 0);
+    m.connect_fault(Fault::Ok);
+    eventually("min_idle refilled after the panics", MIN, || {
+        pool.status().idle == 2
+    })
+    .await;
+    // Keepalive's pings panic: each closes its connection (one failed check is enough
+    // here), and the pool is refilled once pings pass again.
+    let before = pool.stats().connects;
+    m.check_fault(Fault::PanicEarly);
+    eventually("panicking pings counted", MIN, || {
+        pool.stats().check_failures >= 2
+    })
+    .await;
+    m.check_fault(Fault::Ok);
+    eventually("still maintained after the panicking pings", MIN, || {
+        pool.stats().connects >= before + 2 && pool.status().idle == 2
+    })
+    .await;
+    assert_at_rest(&pool, &m);
 }
 
 #[tokio::test(start_paused = true)]

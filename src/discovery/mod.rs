@@ -51,8 +51,8 @@ pub use zookeeper::ZooKeeper;
 pub trait Discovery: Send + Sync + 'static {
     /// Runs until the pool closes (`updates.closed()` resolves), publishing every new list of
     /// online backends with `updates.publish(list)` (sync, cheap, coalescing). If it returns an
-    /// error or panics, the pool counts and events it and calls `run` again after a backoff,
-    /// keeping the last published list meanwhile.
+    /// error or panics (in the call or in its future), the pool counts and events it and calls
+    /// `run` again after a backoff, keeping the last published list meanwhile.
     fn run(&self, updates: Updates)
         -> impl Future<Output = Result<(), DiscoveryError>> + Send + '_;
 }

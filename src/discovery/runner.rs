@@ -54,7 +54,8 @@ async fn run_loop(discovery: Arc<dyn DynDiscovery>, updates: Updates) {
         }
         let started = Instant::now();
         let outcome = tokio::select! {
-            r = catch(discovery.run_boxed(updates.clone())) => r,
+            // `run` itself called inside `catch`: it may panic before it returns its future.
+            r = catch(async { discovery.run_boxed(updates.clone()).await }) => r,
             () = updates.closed() => return,
         };
         if updates.is_closed() {

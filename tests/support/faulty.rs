@@ -20,8 +20,10 @@ pub enum Fault {
     Fail,
     /// Never completes.
     Hang,
-    /// Panics.
+    /// Panics (in the returned future, at its first poll).
     Panic,
+    /// Panics when called, before it returns its future.
+    PanicEarly,
     /// Completes after a (virtual-time-friendly) tokio sleep.
     Delay(Duration),
 }
@@ -156,7 +158,7 @@ async fn act(f: Fault, what: &str) -> Result<(), FaultError> {
         Fault::Ok => Ok(()),
         Fault::Fail => Err(FaultError(format!("{what} refused"))),
         Fault::Hang => std::future::pending().await,
-        Fault::Panic => panic!("{what} panicked (injected)"),
+        Fault::Panic | Fault::PanicEarly => panic!("{what} panicked (injected)"),
         Fault::Delay(d) => {
             tokio::time::sleep(d).await;
             Ok(())
@@ -171,6 +173,9 @@ impl Manager for Faulty {
     fn connect(&self, backend: &Backend) -> impl Future<Output = Result<FConn, FaultError>> + Send {
         let addr = backend.addr().to_owned();
         let fault = self.fault_for(&addr);
+        if fault == Fault::PanicEarly {
+            panic!("connect to {addr} panicked before its future (injected)");
+        }
         let s = Arc::clone(&self.s);
         async move {
             s.dialed.lock().unwrap().insert(addr.clone());
@@ -194,6 +199,9 @@ impl Manager for Faulty {
     fn check(&self, conn: &mut FConn) -> impl Future<Output = Result<(), FaultError>> + Send {
         let fault = *self.s.check.lock().unwrap();
         self.s.checks.fetch_add(1, Ordering::SeqCst);
+        if fault == Fault::PanicEarly {
+            panic!("check of {conn:?} panicked before its future (injected)");
+        }
         let what = format!("check of {conn:?}");
         async move { act(fault, &what).await }
     }
