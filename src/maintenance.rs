@@ -92,8 +92,8 @@ impl<M: Manager> PoolInner<M> {
             let Token::Conn(c) = unit.token() else {
                 unreachable!("the unit holds the connection")
             };
-            let far = now + self.config.check_timeout;
-            let failed = self.check_conn(c, far).await.is_err();
+            // No get waits on it: only `check_timeout` bounds the check.
+            let failed = self.check_conn(c, None).await.is_err();
             // Closed after `check_retries` failures in a row, or at once when the manager says
             // the failure broke it (a dead socket is not worth another try). A connection kept
             // after a failure is checked again before it is lent.

@@ -520,6 +520,10 @@ pub(crate) enum CheckFailure<E> {
     Failed(E),
     TimedOut(Duration),
     Panicked(String),
+    /// The get's own deadline passed mid-check (before `check_timeout` did): the get has
+    /// timed out, and the check has not failed. The connection's state is unknown, so the
+    /// caller closes it; it is not counted or evented as a failed check.
+    Deadline,
 }
 
 impl<E: fmt::Display> CheckFailure<E> {
@@ -528,6 +532,7 @@ impl<E: fmt::Display> CheckFailure<E> {
             CheckFailure::Failed(e) => e.to_string(),
             CheckFailure::TimedOut(d) => format!("timed out after {d:?}"),
             CheckFailure::Panicked(m) => m.clone(),
+            CheckFailure::Deadline => "the get's deadline passed mid-check".to_owned(),
         }
     }
     fn into_source(self) -> Option<E> {
@@ -682,16 +687,16 @@ impl<M: Manager> PoolInner<M> {
                         let deadline = deadline_from(start);
                         // Boxed (like the dial below): rare, and large; a wait's future then
                         // stays small (it is allocated and written for every wait).
-                        let check = Box::pin(self.check_conn(c, deadline));
-                        match tokio::time::timeout_at(deadline, check).await {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => {
+                        match Box::pin(self.check_conn(c, Some(deadline))).await {
+                            Ok(()) => {}
+                            // The whole get ran out of time mid-check: `unit` closes the
+                            // connection (its state is unknown). Not a failed check: the
+                            // other idle connections are not tried (and closed) in turn.
+                            Err(CheckFailure::Deadline) => return Err(self.timed_out(start)),
+                            Err(_) => {
                                 unit.close_keep(CloseReason::CheckFailed);
                                 continue;
                             }
-                            // The whole get ran out of time mid-check: `unit` closes the
-                            // connection (its state is unknown).
-                            Err(_) => return Err(self.timed_out(start)),
                         }
                     }
                     return Ok(self.engine.lend(unit.take_conn(), Lane::current()));
@@ -759,14 +764,16 @@ impl<M: Manager> PoolInner<M> {
         meta.stale_reason(&mut LazyNow::at(now), self.config.idle_timeout)
     }
 
-    /// Runs `Manager::check` under `check_timeout` (and `deadline`), contained if it panics;
-    /// updates the connection's bookkeeping, counters and events.
+    /// Runs `Manager::check` under `check_timeout` (and the waiting get's `deadline`, if a get
+    /// waits on it), contained if it panics; updates the connection's bookkeeping, counters
+    /// and events, unless it was the get's deadline that ended it ([`CheckFailure::Deadline`]).
     pub(crate) async fn check_conn(
         &self,
         c: &mut Conn<M::Connection>,
-        deadline: Instant,
+        deadline: Option<Instant>,
     ) -> Result<(), CheckFailure<M::Error>> {
-        let limit = deadline.min(deadline_after(Instant::now(), self.config.check_timeout));
+        let check_limit = deadline_after(Instant::now(), self.config.check_timeout);
+        let limit = deadline.map_or(check_limit, |d| d.min(check_limit));
         // The call itself inside `catch` too: a manager may panic before it returns its
         // future (a plain `fn` returning `impl Future`).
         let check = catch(async { self.manager.check(&mut c.conn).await });
@@ -774,6 +781,11 @@ impl<M: Manager> PoolInner<M> {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(CheckFailure::Failed(e)),
             Ok(Err(panic)) => Err(CheckFailure::Panicked(panic)),
+            // The get ran out of time, not the check: nothing to count against the
+            // connection or its backend.
+            Err(_) if deadline.is_some_and(|d| d <= check_limit) => {
+                return Err(CheckFailure::Deadline)
+            }
             Err(_) => Err(CheckFailure::TimedOut(self.config.check_timeout)),
         };
         // One `DerefMut` of the boxed entry, then disjoint field borrows.
@@ -840,14 +852,11 @@ impl<M: Manager> PoolInner<M> {
                             inner: self,
                             conn: Some(c),
                         };
-                        match tokio::time::timeout_at(
-                            deadline,
-                            self.check_conn(held.get(), deadline),
-                        )
-                        .await
-                        {
-                            Ok(Ok(())) => c = held.take(),
-                            Ok(Err(failure)) => {
+                        match self.check_conn(held.get(), Some(deadline)).await {
+                            Ok(()) => c = held.take(),
+                            // Out of time mid-check: `held` closes the connection.
+                            Err(CheckFailure::Deadline) => return Err(self.timed_out(start)),
+                            Err(failure) => {
                                 self.engine
                                     .close_keep(held.take(), CloseReason::CheckFailed, self);
                                 last = Some(Error::Check {
@@ -857,7 +866,6 @@ impl<M: Manager> PoolInner<M> {
                                 });
                                 continue;
                             }
-                            Err(_) => return Err(self.timed_out(start)),
                         }
                     }
                     return Ok(c);

@@ -8,8 +8,8 @@ mod support;
 
 use std::time::Duration;
 
-use connpool::{Error, Pool, PooledRef};
-use support::faulty::{assert_at_rest, eventually, pool_of, FaultError, Faulty};
+use connpool::{Error, Pool, PooledRef, TestOnBorrow};
+use support::faulty::{assert_at_rest, eventually, pool_of, Fault, FaultError, Faulty};
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(1);
@@ -244,4 +244,60 @@ async fn get_futures_are_inert_until_polled_and_count_cancels_once() {
         Err(e) => panic!("{e}"),
     }
     assert_at_rest(&pool, &m);
+}
+
+/// A pool that checks every connection it lends, with a `check_timeout` far above the get's
+/// own timeout.
+fn checking_pool(m: &Faulty, max: usize) -> Pool<Faulty> {
+    Pool::builder(m.clone())
+        .max_size(max)
+        .test_on_borrow(TestOnBorrow::Always)
+        .check_timeout(Duration::from_secs(10))
+        .wait_timeout(WAIT)
+        .build()
+        .unwrap()
+}
+
+/// A get whose deadline passes while an idle connection's check still runs times out at its
+/// deadline. The check has not failed: the other idle connections are neither tried nor
+/// closed in turn, and nothing is counted or evented as a failed check.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_reached_mid_check_is_a_timeout_not_a_failed_check() {
+    let m = Faulty::new();
+    let pool = checking_pool(&m, 3);
+    let (a, b, c) = (pool.get().await, pool.get().await, pool.get().await);
+    drop((a.unwrap(), b.unwrap(), c.unwrap()));
+    m.check_fault(Fault::Delay(Duration::from_secs(5)));
+    let start = Instant::now();
+    assert_timed_out(timed_get(&pool, None).await.unwrap(), start, WAIT);
+    assert_eq!(pool.stats().check_failures, 0);
+    let status = pool.status();
+    assert_eq!(
+        (status.size, status.idle),
+        (2, 2),
+        "only the connection abandoned mid-check is closed"
+    );
+    assert_at_rest(&pool, &m);
+    m.check_fault(Fault::Ok);
+    drop(
+        pool.get()
+            .await
+            .expect("the other idle connections still serve"),
+    );
+    assert_eq!(pool.stats().connects, 3);
+}
+
+/// The same for a new connection's check: the get times out (it is not a `Check` error) and
+/// the connection is closed.
+#[tokio::test(start_paused = true)]
+async fn a_deadline_reached_mid_check_of_a_new_connection_is_a_timeout() {
+    let m = Faulty::new();
+    let pool = checking_pool(&m, 1);
+    m.check_fault(Fault::Delay(Duration::from_secs(5)));
+    let start = Instant::now();
+    assert_timed_out(timed_get(&pool, None).await.unwrap(), start, WAIT);
+    assert_eq!(pool.stats().check_failures, 0);
+    assert_eq!(pool.stats().connects, 1);
+    assert_at_rest(&pool, &m);
+    assert_eq!(m.live(), 0);
 }
