@@ -715,8 +715,12 @@ impl<M: Manager> PoolInner<M> {
                         continue;
                     }
                     // Before discovery's first list arrives there is nothing to dial yet: wait
-                    // for it (holding the slot).
+                    // for it (holding the slot), unless the get may not wait at all.
                     if !self.backends.snapshot().known {
+                        if timeout.is_zero() {
+                            stats::bump(&self.counters.no_backends);
+                            return Err(Error::NoBackends);
+                        }
                         let deadline = deadline_from(started.get());
                         let listener = self.backends_changed.listen();
                         if self.backends.snapshot().known || self.is_closed() {

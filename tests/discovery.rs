@@ -86,6 +86,32 @@ async fn gets_wait_for_the_first_list_then_fail_no_backends() {
     assert_eq!(get.await.unwrap().unwrap(), "a:1");
 }
 
+/// A zero timeout never waits, not for a slot and not for the first list: before discovery
+/// has published, such a get fails `NoBackends` at once (and gives its slot back).
+#[tokio::test(start_paused = true)]
+async fn a_zero_timeout_does_not_wait_for_the_first_list() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .wait_timeout(Duration::ZERO)
+        .discovery(d.clone())
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let within = Duration::from_secs(5);
+    let got = tokio::time::timeout(within, pool.get()).await;
+    assert!(matches!(got, Ok(Err(Error::NoBackends))), "{got:?}");
+    let got = tokio::time::timeout(within, pool.get_timeout(Duration::ZERO)).await;
+    assert!(matches!(got, Ok(Err(Error::NoBackends))), "{got:?}");
+    assert_eq!(start.elapsed(), Duration::ZERO, "neither get waited");
+    assert_eq!(pool.stats().no_backends, 2);
+    // The slot came back: once the list arrives, a zero-timeout get dials on it.
+    d.updates().await.publish(addrs(&["a:1"]));
+    eventually("first list", MIN, || listed(&pool).len() == 1).await;
+    assert_eq!(pool.get().await.unwrap().addr, "a:1");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_burst_of_publishes_coalesces_and_the_latest_list_wins() {
     let d = Scripted::default();
