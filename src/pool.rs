@@ -21,7 +21,7 @@ use crate::lanes::{self, Lane};
 use crate::manager::Manager;
 use crate::pooled::{Anchor, Pooled, PooledRef};
 use crate::stats::{self, BackendStatus, Counters, Stats, Status};
-use crate::sync::{Arc, CachePadded, Instant, Ordering, WaitQueue};
+use crate::sync::{deadline_after, Arc, CachePadded, Instant, Ordering, WaitQueue};
 
 /// A pool of connections spread over a live set of backends.
 ///
@@ -541,14 +541,6 @@ impl<E: fmt::Display> CheckFailure<E> {
             _ => None,
         }
     }
-}
-
-fn deadline_after(start: Instant, d: Duration) -> Instant {
-    // Durations are validated to at most 100 years; a far-future instant stands in for
-    // "never" if the clock's arithmetic would still overflow.
-    start
-        .checked_add(d)
-        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 impl<M: Manager> PoolInner<M> {

@@ -89,6 +89,20 @@ pub(crate) fn nanos_since(epoch: Instant, at: Instant) -> u64 {
     u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// `start + d`, or, if the clock cannot represent that, the farthest instant it can within a
+/// factor of two: a deadline never panics. Every configured duration is capped at 100 years,
+/// which every platform's clock holds, so the fallback is a guard, not a path.
+pub(crate) fn deadline_after(start: Instant, d: std::time::Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(at) = start.checked_add(d) {
+            return at;
+        }
+        // Terminates: `start + 0` always fits.
+        d /= 2;
+    }
+}
+
 /// The instant `nanos` after `epoch` (the inverse of [`nanos_since`]).
 #[inline]
 pub(crate) fn instant_at(epoch: Instant, nanos: u64) -> Instant {

@@ -38,7 +38,9 @@ use tokio::time::{sleep, timeout, timeout_at, Instant};
 use super::node::{parse_node, NodeData};
 use super::{Discovery, Updates};
 use crate::backends::Backend;
+use crate::config::MAX_DURATION;
 use crate::error::DiscoveryError;
+use crate::sync::deadline_after;
 
 /// Follows backends registered in etcd: under a key prefix (v3 API) or in Codis 3's
 /// `/jodis/<product>` directory (v2 API).
@@ -85,6 +87,9 @@ enum Source {
 
 /// The shortest duration a knob accepts (zero would make every request fail at once).
 const MIN_KNOB: Duration = Duration::from_millis(10);
+/// The longest duration a knob accepts (100 years: "never" in practice): deadlines are
+/// `instant + knob`, here and in hyper's keep-alive, and must not overflow the clock.
+const MAX_KNOB: Duration = MAX_DURATION;
 /// A v3 watch that lived this long resets the reconnect backoff.
 const HEALTHY: Duration = Duration::from_secs(10);
 /// Responses above this are refused: a v2 HTTP body, a v3 range or watch message (a
@@ -137,7 +142,8 @@ impl Etcd {
     }
 
     /// Bounds connecting, each read, creating a watch, a progress request's answer, and the
-    /// wait for a v2 long-poll's response headers. Default 5 s (at least 10 ms).
+    /// wait for a v2 long-poll's response headers. Default 5 s (at least 10 ms, at most 100
+    /// years; a longer one is capped there).
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -146,14 +152,15 @@ impl Etcd {
     /// ```
     #[must_use]
     pub fn request_timeout(mut self, d: Duration) -> Etcd {
-        self.request_timeout = d.max(MIN_KNOB);
+        self.request_timeout = d.clamp(MIN_KNOB, MAX_KNOB);
         self
     }
 
     /// v3: HTTP/2 keep-alive PING every `interval`; a PING not answered within `timeout`
     /// breaks the connection (and the watch), so a frozen server or a dead network path is
-    /// noticed instead of hanging the watch. Default 10 s and 5 s. etcd's
-    /// `--grpc-keepalive-min-time` (default 5 s) closes connections that ping more often.
+    /// noticed instead of hanging the watch. Default 10 s and 5 s (each at least 10 ms, at most
+    /// 100 years; a longer one is capped there). etcd's `--grpc-keepalive-min-time` (default
+    /// 5 s) closes connections that ping more often.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -162,14 +169,18 @@ impl Etcd {
     /// ```
     #[must_use]
     pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Etcd {
-        self.keep_alive = (interval.max(MIN_KNOB), timeout.max(MIN_KNOB));
+        self.keep_alive = (
+            interval.clamp(MIN_KNOB, MAX_KNOB),
+            timeout.clamp(MIN_KNOB, MAX_KNOB),
+        );
         self
     }
 
     /// v3: after this long without any message on the watch stream, ask etcd for a progress
     /// notification; if nothing arrives within `request_timeout` after that, the watch is
     /// deemed silent and is replaced (read again, watched anew).
-    /// Default 5 s, so a silent watch is replaced within about 10 s.
+    /// Default 5 s, so a silent watch is replaced within about 10 s (at least 10 ms, at most
+    /// 100 years; a longer one is capped there).
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -178,13 +189,14 @@ impl Etcd {
     /// ```
     #[must_use]
     pub fn progress_interval(mut self, d: Duration) -> Etcd {
-        self.progress_interval = d.max(MIN_KNOB);
+        self.progress_interval = d.clamp(MIN_KNOB, MAX_KNOB);
         self
     }
 
     /// v2: how long one long-poll may wait for a change before it is ended and re-issued
     /// (quietly). A server that freezes mid-poll is noticed within `poll_timeout +
-    /// request_timeout`. Default 10 s.
+    /// request_timeout`. Default 10 s (at least 10 ms, at most 100 years; a longer one is
+    /// capped there).
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -193,12 +205,13 @@ impl Etcd {
     /// ```
     #[must_use]
     pub fn poll_timeout(mut self, d: Duration) -> Etcd {
-        self.poll_timeout = d.max(MIN_KNOB);
+        self.poll_timeout = d.clamp(MIN_KNOB, MAX_KNOB);
         self
     }
 
     /// Retry delays after a failure: from `base`, doubling per consecutive failure, capped at
-    /// `max`, each jittered down by up to half. Default 100 ms and 5 s.
+    /// `max`, each jittered down by up to half. Default 100 ms and 5 s. `base` is at least
+    /// 10 ms, `max` at least `base`, and both at most 100 years (a longer one is capped there).
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -207,8 +220,8 @@ impl Etcd {
     /// ```
     #[must_use]
     pub fn backoff(mut self, base: Duration, max: Duration) -> Etcd {
-        let base = base.max(MIN_KNOB);
-        self.backoff = (base, max.max(base));
+        let base = base.clamp(MIN_KNOB, MAX_KNOB);
+        self.backoff = (base, max.clamp(base, MAX_KNOB));
         self
     }
 }
@@ -439,14 +452,13 @@ impl Etcd {
         let mut progress_asked: Option<Instant> = None;
         let mut created = false;
         loop {
-            let deadline = if !created {
-                last_message + rt
-            } else {
-                match progress_asked {
-                    Some(at) => at + rt,
-                    None => last_message + self.progress_interval,
-                }
-            };
+            let deadline = watch_deadline(
+                created,
+                last_message,
+                progress_asked,
+                rt,
+                self.progress_interval,
+            );
             let msg = match timeout_at(deadline, stream.message()).await {
                 Ok(m) => m,
                 Err(_) if !created => {
@@ -500,7 +512,11 @@ impl Etcd {
             if resp.created() && !created {
                 created = true;
                 *watching_since = Some(Instant::now());
-                tracing::debug!(prefix, from = start + 1, "connpool: etcd: watching");
+                tracing::debug!(
+                    prefix,
+                    from = start.saturating_add(1),
+                    "connpool: etcd: watching"
+                );
             }
             let events = resp.events();
             if events.is_empty() {
@@ -520,6 +536,23 @@ impl Etcd {
             }
             listing.publish(updates);
         }
+    }
+}
+
+/// When the v3 watch loop gives up waiting for a message: the watch's creation is awaited for
+/// `rt`; then, with no progress request pending, a message is awaited for `progress_interval`
+/// since the last one (then progress is asked for); with one pending, its answer for `rt`.
+fn watch_deadline(
+    created: bool,
+    last_message: Instant,
+    progress_asked: Option<Instant>,
+    rt: Duration,
+    progress_interval: Duration,
+) -> Instant {
+    match (created, progress_asked) {
+        (false, _) => deadline_after(last_message, rt),
+        (true, Some(at)) => deadline_after(at, rt),
+        (true, None) => deadline_after(last_message, progress_interval),
     }
 }
 
@@ -712,7 +745,7 @@ impl Etcd {
                                     &format!(
                                         "etcd v2: watch on {dir} from index {}: event index \
                                          cleared ({why}); reading everything again",
-                                        i + 1
+                                        i.saturating_add(1)
                                     ),
                                 );
                                 continue;
@@ -782,7 +815,7 @@ async fn http_get(
     header_timeout: Duration,
     body_timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
-    let head_deadline = Instant::now() + header_timeout;
+    let head_deadline = deadline_after(Instant::now(), header_timeout);
     let timed_out = |_| HttpError::HeaderTimeout(header_timeout);
     let mut stream = timeout_at(head_deadline, TcpStream::connect(host_port))
         .await
@@ -820,7 +853,7 @@ async fn http_get(
     let head = parse_head(&buf[..head_end])?;
     let mut body = buf.split_off(head_end + 4);
 
-    let body_deadline = Instant::now() + body_timeout;
+    let body_deadline = deadline_after(Instant::now(), body_timeout);
     let read_rest = async {
         let mut chunk = [0u8; 8192];
         loop {
@@ -1115,5 +1148,67 @@ mod tests {
         assert!(matches!(d.source, Source::V2Dir(ref p) if p == "/jodis/demo"));
         let d = Etcd::prefix(&["h:1"], "/svc/").request_timeout(Duration::ZERO);
         assert_eq!(d.request_timeout, MIN_KNOB);
+    }
+
+    fn all_knobs_at(base: Duration, max: Duration) -> Etcd {
+        Etcd::prefix(&["h:1"], "/svc/")
+            .request_timeout(max)
+            .keep_alive(max, max)
+            .progress_interval(max)
+            .poll_timeout(max)
+            .backoff(base, max)
+    }
+
+    #[test]
+    fn huge_knobs_are_capped() {
+        for base in [Duration::from_secs(1), Duration::MAX] {
+            let d = all_knobs_at(base, Duration::MAX);
+            assert_eq!(d.request_timeout, MAX_KNOB);
+            assert_eq!(d.keep_alive, (MAX_KNOB, MAX_KNOB));
+            assert_eq!(d.progress_interval, MAX_KNOB);
+            assert_eq!(d.poll_timeout, MAX_KNOB);
+            assert_eq!(d.backoff, (base.min(MAX_KNOB), MAX_KNOB));
+        }
+        assert_eq!(MAX_KNOB, Duration::from_secs(100 * 365 * 24 * 3600));
+        // Values within the bounds are kept as given.
+        let (b, m) = (Duration::from_secs(2), Duration::from_secs(1234));
+        let d = all_knobs_at(b, m);
+        assert_eq!(
+            (
+                d.request_timeout,
+                d.keep_alive,
+                d.progress_interval,
+                d.poll_timeout,
+                d.backoff
+            ),
+            (m, (m, m), m, m, (b, m))
+        );
+    }
+
+    #[test]
+    fn deadlines_with_the_largest_knobs_do_not_panic() {
+        let d = all_knobs_at(Duration::MAX, Duration::MAX);
+        let now = Instant::now();
+        let (rt, pi) = (d.request_timeout, d.progress_interval);
+        // Every state of the v3 watch loop.
+        for created in [false, true] {
+            for asked in [None, Some(now)] {
+                assert!(watch_deadline(created, now, asked, rt, pi) > now);
+            }
+        }
+        // `http_get`'s header and body deadlines (the body one bounded by `poll_timeout`),
+        // and hyper's keep-alive deadlines (`instant + interval`, `instant + timeout`).
+        for knob in [rt, d.poll_timeout, d.keep_alive.0, d.keep_alive.1] {
+            assert!(deadline_after(now, knob) > now);
+            assert!(now.checked_add(knob).is_some());
+        }
+        // The fallback, for a duration no setter lets through.
+        assert!(deadline_after(now, Duration::MAX) >= now);
+        // The retry backoff, however many failures in a row.
+        let mut b = Backoff::new(d.backoff);
+        b.failures = u32::MAX - 1;
+        for _ in 0..3 {
+            assert!(b.next_delay() <= MAX_KNOB);
+        }
     }
 }

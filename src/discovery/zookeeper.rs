@@ -47,8 +47,10 @@ use zookeeper_client as zk;
 use super::node::{parse_node, NodeData};
 use super::{Discovery, Updates};
 use crate::backends::Backend;
-use crate::backoff::jitter;
+use crate::backoff::BackoffPolicy;
+use crate::config::MAX_DURATION;
 use crate::error::DiscoveryError;
+use crate::sync::deadline_after;
 
 /// Default requested session timeout (the server clamps it to `[2, 20] × tickTime`).
 const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,6 +64,12 @@ const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(3);
 /// Shortest accepted resync interval (a zero one would spin).
 const MIN_RESYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest accepted session timeout: `zookeeper-client` sends it as an `i32` of milliseconds
+/// (`as i32`, so a longer one would wrap) and scales it by 7/5; about 24.8 days. The server
+/// negotiates it down to its `maxSessionTimeout` (default 20 × tickTime) anyway.
+const MAX_SESSION_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
+/// First delay of the re-read after a failed read (then doubling, up to `max_backoff`).
+const READ_RETRY_BASE: Duration = Duration::from_millis(200);
 
 /// Which well-known layout a [`ZooKeeper`] follows (for logs and `Debug`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +204,10 @@ impl ZooKeeper {
     /// `[2, 20] × tickTime`). While ZooKeeper is unreachable for longer, the session expires
     /// and a new one is built once it is back.
     ///
+    /// At most `i32::MAX` milliseconds (about 24.8 days; a longer one is capped there), the
+    /// most the protocol can carry; the server negotiates any request down to its
+    /// `maxSessionTimeout` anyway.
+    ///
     /// ```
     /// # use std::time::Duration;
     /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
@@ -203,12 +215,14 @@ impl ZooKeeper {
     /// ```
     #[must_use]
     pub fn session_timeout(mut self, d: Duration) -> Self {
-        self.session_timeout = d;
+        // Capped so the client's `as i32` of the milliseconds cannot wrap.
+        self.session_timeout = d.min(MAX_SESSION_TIMEOUT);
         self
     }
 
-    /// Bound on establishing one session (default 5 s); a failed attempt is reported and
-    /// retried after the reconnect backoff.
+    /// Bound on establishing one session (default 5 s; at least 1 ms, at most 100 years, a
+    /// longer one being capped there); a failed attempt is reported and retried after the
+    /// reconnect backoff.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -217,12 +231,14 @@ impl ZooKeeper {
     /// ```
     #[must_use]
     pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = d.max(Duration::from_millis(1));
+        // Capped so that deadlines computed from it cannot overflow the clock.
+        self.connect_timeout = d.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 
     /// How often the whole directory is re-read besides the watches, as a safety net
-    /// (default 30 s; at least 100 ms).
+    /// (default 30 s; at least 100 ms, at most 100 years: pass `Duration::MAX` for "never",
+    /// it is capped there).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -231,12 +247,15 @@ impl ZooKeeper {
     /// ```
     #[must_use]
     pub fn resync_interval(mut self, d: Duration) -> Self {
-        self.resync_interval = d.max(MIN_RESYNC_INTERVAL);
+        // Capped so that `now + resync_interval` cannot overflow the clock.
+        self.resync_interval = d.clamp(MIN_RESYNC_INTERVAL, MAX_DURATION);
         self
     }
 
-    /// Cap of the reconnect backoff (default 3 s). Reconnects start after 100 ms and double
-    /// up to this cap, each delay jittered down by up to half.
+    /// Cap of the reconnect backoff (default 3 s; at least 100 ms, at most 100 years, a
+    /// longer one being capped there). Reconnects start after 100 ms and double up to this
+    /// cap, each delay jittered down by up to half. Failed reads are retried with the same
+    /// cap, from 200 ms.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -245,7 +264,8 @@ impl ZooKeeper {
     /// ```
     #[must_use]
     pub fn max_reconnect_backoff(mut self, d: Duration) -> Self {
-        self.max_backoff = d.max(BACKOFF_BASE);
+        // Capped so that `now + delay` cannot overflow the clock.
+        self.max_backoff = d.clamp(BACKOFF_BASE, MAX_DURATION);
         self
     }
 
@@ -306,8 +326,13 @@ impl ZooKeeper {
         let mut states = client.state_watcher();
         let mut connected = true;
         let mut work = Work::All;
-        let mut next_resync = Instant::now() + self.resync_interval;
-        let mut retry: Option<(Instant, Duration)> = None;
+        let mut next_resync = deadline_after(Instant::now(), self.resync_interval);
+        // When to re-read after failed reads, and how many failed in a row.
+        let mut retry: Option<(Instant, u64)> = None;
+        let retry_backoff = BackoffPolicy {
+            base: READ_RETRY_BASE,
+            max: self.max_backoff,
+        };
 
         loop {
             if connected && !work.is_none() {
@@ -334,7 +359,7 @@ impl ZooKeeper {
                 if ok.is_ok() {
                     retry = None;
                     if matches!(pending, Work::All) {
-                        next_resync = Instant::now() + self.resync_interval;
+                        next_resync = deadline_after(Instant::now(), self.resync_interval);
                     }
                 }
                 // Publish unless the listing itself failed: after a partial read, a node that
@@ -353,10 +378,9 @@ impl ZooKeeper {
                 }
                 if ok.is_err() {
                     // Read again later (everything: the cache may be partly stale).
-                    let delay = retry.map_or(Duration::from_millis(200), |(_, d)| {
-                        (d * 2).min(self.max_backoff)
-                    });
-                    retry = Some((Instant::now() + jitter(delay), delay));
+                    let failed = retry.map_or(1, |(_, n)| n.saturating_add(1));
+                    let at = deadline_after(Instant::now(), retry_backoff.delay(failed));
+                    retry = Some((at, failed));
                 }
             }
 
@@ -393,11 +417,14 @@ impl ZooKeeper {
                 }
                 () = tokio::time::sleep_until(next_resync) => {
                     tracing::debug!(path = %self.path, "zookeeper: periodic resync");
-                    next_resync = Instant::now() + self.resync_interval;
+                    next_resync = deadline_after(Instant::now(), self.resync_interval);
                     work = Work::All;
                 }
                 () = sleep_until_opt(retry_at), if retry_at.is_some() => {
-                    retry = retry.map(|(_, d)| (Instant::now() + d, d));
+                    // Not read yet if disconnected: try again after the same delay.
+                    retry = retry.map(|(_, n)| {
+                        (deadline_after(Instant::now(), retry_backoff.delay(n)), n)
+                    });
                     work = Work::All;
                 }
             }
@@ -645,11 +672,12 @@ impl Discovery for ZooKeeper {
                     updates.report_error(&message);
                 }
             }
-            let delay = jitter(
-                BACKOFF_BASE
-                    .saturating_mul(1 << failures.min(16))
-                    .min(self.max_backoff),
-            );
+            // `failures` counts the failures before this one: the first waits `BACKOFF_BASE`.
+            let delay = BackoffPolicy {
+                base: BACKOFF_BASE,
+                max: self.max_backoff,
+            }
+            .delay(u64::from(failures) + 1);
             failures = failures.saturating_add(1);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -959,6 +987,67 @@ mod tests {
         assert!(format!("{zk:?}").contains("/jodis/p"));
     }
 
+    fn all_knobs_at(d: Duration) -> ZooKeeper {
+        ZooKeeper::codis3("h:1", "p")
+            .session_timeout(d)
+            .connect_timeout(d)
+            .resync_interval(d)
+            .max_reconnect_backoff(d)
+    }
+
+    #[test]
+    fn huge_knobs_are_capped() {
+        let zk = all_knobs_at(Duration::MAX);
+        assert_eq!(zk.session_timeout, MAX_SESSION_TIMEOUT);
+        assert_eq!(zk.session_timeout.as_millis(), i32::MAX as u128);
+        assert_eq!(zk.connect_timeout, MAX_DURATION);
+        assert_eq!(zk.resync_interval, MAX_DURATION);
+        assert_eq!(zk.max_backoff, MAX_DURATION);
+        // Values within the bounds are kept as given.
+        let d = Duration::from_secs(1234);
+        let zk = all_knobs_at(d);
+        assert_eq!(
+            (
+                zk.session_timeout,
+                zk.connect_timeout,
+                zk.resync_interval,
+                zk.max_backoff
+            ),
+            (d, d, d, d)
+        );
+    }
+
+    #[test]
+    fn deadlines_with_the_largest_knobs_do_not_panic() {
+        let zk = all_knobs_at(Duration::MAX);
+        let now = Instant::now();
+        // `follow`'s resync deadline.
+        assert!(deadline_after(now, zk.resync_interval) > now);
+        // The fallback, for a duration no setter lets through.
+        assert!(deadline_after(now, Duration::MAX) >= now);
+        // The reconnect backoff (`run`) and the read retry (`follow`), at any failure count.
+        for base in [BACKOFF_BASE, READ_RETRY_BASE] {
+            let policy = BackoffPolicy {
+                base,
+                max: zk.max_backoff,
+            };
+            for failures in [0, 1, 2, 40, u64::from(u32::MAX) + 1, u64::MAX] {
+                let d = policy.delay(failures);
+                assert!(d <= zk.max_backoff, "{failures}: {d:?}");
+                assert!(deadline_after(now, d) >= now);
+            }
+        }
+        // What zookeeper-client 0.11 computes from the requested session timeout (it sends
+        // `as_millis() as i32`; `reset_timeout` takes 3/5, 1/20 × 8 and 7/5 of it and adds the
+        // last to an instant): none of it may wrap or overflow.
+        let s = zk.session_timeout;
+        assert!(i32::try_from(s.as_millis()).is_ok());
+        assert!(s.checked_mul(3).is_some());
+        assert!((s / 20).checked_mul(8).is_some());
+        let expired = s.checked_mul(7).map(|d| d / 5).unwrap();
+        assert!(now.checked_add(expired).is_some());
+    }
+
     #[test]
     fn online_list_keeps_online_once_in_order() {
         let b = |a: &str, id: &str| Backend::new(a).with_id(id);
@@ -1075,7 +1164,7 @@ mod tests {
     #[test]
     fn jitter_stays_within_half() {
         for _ in 0..100 {
-            let d = jitter(Duration::from_millis(100));
+            let d = crate::backoff::jitter(Duration::from_millis(100));
             assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100));
         }
     }
