@@ -393,6 +393,9 @@ impl<C> Engine<C> {
     }
 
     /// The fail-fast take (`try_get`): an idle connection if nobody waits, lent; never dials.
+    /// A connection whose last (background) check failed may not be lent unchecked, and a
+    /// take that never waits cannot check: such connections are set aside while it looks
+    /// further, and given back (to a waiter, or the idle queue) once it is done.
     pub(crate) fn try_take(
         &self,
         now: &mut LazyNow,
@@ -402,10 +405,19 @@ impl<C> Engine<C> {
         if !self.no_waiters() {
             return None;
         }
-        match self.hit(now, idle_timeout, Lane::current(), h, |_, _| true)? {
-            Ok(c) => Some(c),
-            Err(_) => unreachable!("every idle connection is fresh enough for try_get"),
+        let lane = Lane::current();
+        let mut suspect = Vec::new();
+        let found = loop {
+            match self.hit(now, idle_timeout, lane, h, |m, _| m.failed_checks == 0) {
+                Some(Ok(c)) => break Some(c),
+                Some(Err(c)) => suspect.push(c),
+                None => break None,
+            }
+        };
+        for c in suspect {
+            self.give_in(Token::Conn(c), lane, h);
         }
+        found
     }
 
     /// Marks a connection lent.

@@ -237,7 +237,9 @@ impl<M: Manager> Pool<M> {
 
     /// An idle connection now, or `Error::Exhausted`. Never waits and never dials. Stale
     /// connections found on the way are closed; `test_on_borrow` is not applied (a check
-    /// would be I/O).
+    /// would be I/O), but a connection whose last background check (keepalive) failed is
+    /// never lent unchecked: `try_get` passes over it, and leaves it idle for a `get`, which
+    /// checks it first.
     pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
         let inner = self.inner();
         if inner.is_closed() {

@@ -256,3 +256,46 @@ async fn a_connection_whose_background_check_failed_is_checked_before_it_is_lent
     assert_eq!(m.live(), 0);
     assert_eq!(pool.stats().check_failures, before.check_failures + 1);
 }
+
+/// `try_get` cannot check (it never waits), so it passes over a connection whose background
+/// check failed rather than lend it unchecked, and leaves it idle for a `get`, which checks it.
+#[tokio::test(start_paused = true)]
+async fn try_get_passes_over_a_connection_whose_background_check_failed() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(2)
+        .test_on_borrow(TestOnBorrow::Never)
+        .keepalive(Some(Duration::from_secs(1)))
+        .check_retries(3)
+        .build()
+        .unwrap();
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    let suspect = a.id;
+    drop(a);
+    m.check_fault(Fault::Fail);
+    support::faulty::eventually("one failed ping", Duration::from_secs(60), || {
+        pool.stats().check_failures >= 1
+    })
+    .await;
+    m.check_fault(Fault::Ok);
+    let err = pool
+        .try_get()
+        .expect_err("the only idle connection is suspect");
+    assert!(err.is_exhausted(), "{err}");
+    assert_eq!(pool.status().idle, 1, "passed over, not closed");
+    // With a sound connection idle beside it, that one is lent, and the suspect stays idle.
+    drop(b);
+    let sound = pool.try_get().expect("the sound connection");
+    assert_ne!(sound.id, suspect);
+    assert_eq!(pool.status().idle, 1);
+    drop(sound);
+    // A get checks the suspect before lending it (the check passes now).
+    let checks = m.checks();
+    let got = [pool.get().await.unwrap(), pool.get().await.unwrap()];
+    assert!(got.iter().any(|c| c.id == suspect));
+    assert_eq!(
+        m.checks(),
+        checks + 1,
+        "only the suspect is checked on borrow"
+    );
+}
