@@ -307,8 +307,10 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Closes the pool: every waiting and every later `get()` fails with [`Error::Closed`] at
-    /// once; idle connections are closed; lent ones are closed when they come back; background
-    /// tasks and discovery stop. Returns when every connection is closed. Idempotent.
+    /// once, and so does a get that is connecting or checking a connection for itself (that
+    /// connect or check is abandoned and its connection closed); idle connections are closed;
+    /// lent ones are closed when they come back; background tasks and discovery stop. Returns
+    /// when every connection is closed. Idempotent.
     ///
     /// A lent connection is waited for until its guard is dropped (a guard leaked with
     /// `mem::forget` is never dropped: use `detach` to take a connection out of the pool for
@@ -681,7 +683,14 @@ impl<M: Manager> PoolInner<M> {
                         let deadline = deadline_from(start);
                         // Boxed (like the dial below): rare, and large; a wait's future then
                         // stays small (it is allocated and written for every wait).
-                        match Box::pin(self.check_conn(c, Some(deadline))).await {
+                        // Raced with `close()`, which fails every get at once: a get mid-check
+                        // does not make `close()` wait for its check.
+                        let check = Box::pin(self.check_conn(c, Some(deadline)));
+                        let Some(checked) = self.unless_closed(check).await else {
+                            // `unit` closes the connection (its state is unknown).
+                            return Err(Error::Closed);
+                        };
+                        match checked {
                             Ok(()) => {}
                             // The whole get ran out of time mid-check: `unit` closes the
                             // connection (its state is unknown). Not a failed check: the
@@ -692,6 +701,9 @@ impl<M: Manager> PoolInner<M> {
                                 continue;
                             }
                         }
+                    }
+                    if self.is_closed() {
+                        return Err(Error::Closed);
                     }
                     return Ok(self.engine.lend(unit.take_conn(), Lane::current()));
                 }
@@ -731,7 +743,13 @@ impl<M: Manager> PoolInner<M> {
                     }
                     // 3. A new connection, on the slot.
                     let start = started.get();
-                    let c = Box::pin(self.dial_for_get(start, deadline_from(start))).await?;
+                    // Raced with `close()` like the check above: a connect in flight (up to
+                    // `connect_timeout`) neither delays the get's `Closed` nor `close()`.
+                    let dial = Box::pin(self.dial_for_get(start, deadline_from(start)));
+                    let Some(dialed) = self.unless_closed(dial).await else {
+                        return Err(Error::Closed);
+                    };
+                    let c = dialed?;
                     unit.set_conn(c, false);
                     if self.is_closed() {
                         unit.close_keep(CloseReason::PoolClosed);
@@ -742,6 +760,32 @@ impl<M: Manager> PoolInner<M> {
                     return Ok(c);
                 }
             }
+        }
+    }
+
+    /// Resolves once the pool is closed.
+    async fn closed(&self) {
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            // Listen, then look again: a close between the look above and the listen is
+            // seen by the second look; one after it notifies the listener.
+            let listener = self.shutdown.listen();
+            if self.is_closed() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// `work`'s output, or `None` if the pool closes first (`work` is then dropped where it
+    /// stands, as a cancelled get's would be).
+    async fn unless_closed<T>(&self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            out = work => Some(out),
+            () = self.closed() => None,
         }
     }
 

@@ -161,3 +161,56 @@ async fn a_close_bounded_by_a_timeout_still_closes_and_can_be_awaited_again() {
         .expect("the pool is drained");
     assert_eq!(pool.status().size, 0);
 }
+
+/// `close()` fails a get at once even while it is connecting or checking (a connect or a
+/// check can take up to its timeout): the get sees `Closed` at the instant of the close, its
+/// half-made or half-checked connection is closed, and `close()` returns without waiting out
+/// the timeout.
+#[tokio::test(start_paused = true)]
+async fn a_get_mid_connect_or_mid_check_sees_closed_at_once() {
+    use support::faulty::Fault;
+    for mid_check in [false, true] {
+        let m = Faulty::new();
+        let pool = Pool::builder(m.clone())
+            .max_size(1)
+            .test_on_borrow(TestOnBorrow::Always)
+            .connect_timeout(Duration::from_secs(60))
+            .check_timeout(Duration::from_secs(60))
+            .wait_timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        if mid_check {
+            drop(pool.get().await.unwrap());
+            m.check_fault(Fault::Hang);
+        } else {
+            m.connect_fault(Fault::Hang);
+        }
+        let checks = m.checks();
+        let p = pool.clone();
+        let get = tokio::spawn(async move { p.get().await.map(|_| ()) });
+        eventually(
+            "the get is connecting or checking",
+            Duration::from_secs(5),
+            || {
+                if mid_check {
+                    m.checks() > checks
+                } else {
+                    m.connects() == 0 && pool.status().size == 1
+                }
+            },
+        )
+        .await;
+        let closed_at = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), pool.close())
+            .await
+            .expect("close() does not wait for the connect or check in flight");
+        let r = get.await.unwrap();
+        assert!(
+            matches!(r, Err(Error::Closed)),
+            "mid_check {mid_check}: {r:?}"
+        );
+        assert_eq!(closed_at.elapsed(), Duration::ZERO, "mid_check {mid_check}");
+        assert_eq!(m.live(), 0, "mid_check {mid_check}");
+        assert_eq!(pool.status().size, 0, "mid_check {mid_check}");
+    }
+}
