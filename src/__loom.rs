@@ -265,7 +265,9 @@ impl Core {
                         unit.close_keep(CloseReason::PoolClosed);
                         return Err(GetError::Closed);
                     }
-                    return Ok(Lent(self.engine.lend(unit.take_conn(), Lane::current())));
+                    return Ok(Lent(
+                        self.engine.lend_new(unit.take_conn(), Lane::current()),
+                    ));
                 }
             }
         }

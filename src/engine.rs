@@ -101,8 +101,11 @@ pub(crate) enum WaitError {
 
 /// [`Engine::gauges`]: lent connections.
 const LENT: usize = 0;
-/// [`Engine::gauges`]: lends ever (successful gets).
-const LENDS: usize = 1;
+/// [`Engine::gauges`]: lends of connections that were open already, ever (`Stats::hits`). A
+/// new connection's lend is not counted here but in `Stats::misses`: two counters that each
+/// only grow, so `gets = hits + misses` only grows too, and no snapshot can count a get as
+/// a hit that a later one counts as a miss.
+const HITS: usize = 1;
 
 /// Limits read by every return and written only by `resize` and `close`: one line, shared
 /// read-only in the steady state.
@@ -121,7 +124,7 @@ pub(crate) struct Engine<C> {
     size: CachePadded<AtomicUsize>,
     limits: CachePadded<Limits>,
     admission: Admission<C>,
-    /// Lent connections ([`LENT`]) and lends ever ([`LENDS`]), in per-thread lanes.
+    /// Lent connections ([`LENT`]) and hits ever ([`HITS`]), in per-thread lanes.
     gauges: Cells<2>,
     /// Notified whenever a connection closes after the pool closed (`drained` waits on it).
     drained: WaitQueue,
@@ -195,9 +198,9 @@ impl<C> Engine<C> {
         self.gauges.gauge(LENT)
     }
 
-    /// Successful gets, ever.
-    pub(crate) fn lends(&self) -> u64 {
-        self.gauges.sum(LENDS)
+    /// Gets served by a connection that was open already, ever.
+    pub(crate) fn hits(&self) -> u64 {
+        self.gauges.sum(HITS)
     }
 
     /// Does the idle queue already hold `max_idle` connections (so a returning one closes)?
@@ -420,10 +423,17 @@ impl<C> Engine<C> {
         found
     }
 
-    /// Marks a connection lent.
+    /// Marks a connection that was open already lent (a hit).
     #[inline]
     pub(crate) fn lend(&self, c: Conn<C>, lane: Lane) -> Conn<C> {
         self.gauges.add_all(lane, [1, 1]);
+        c.meta.backend.gauges.add(lane, IN_USE, 1);
+        c
+    }
+
+    /// Marks a new connection lent (a miss: counted by the caller in `Stats::misses`).
+    pub(crate) fn lend_new(&self, c: Conn<C>, lane: Lane) -> Conn<C> {
+        self.gauges.add(lane, LENT, 1);
         c.meta.backend.gauges.add(lane, IN_USE, 1);
         c
     }

@@ -755,7 +755,7 @@ impl<M: Manager> PoolInner<M> {
                         unit.close_keep(CloseReason::PoolClosed);
                         return Err(Error::Closed);
                     }
-                    let c = self.engine.lend(unit.take_conn(), Lane::current());
+                    let c = self.engine.lend_new(unit.take_conn(), Lane::current());
                     self.counters.miss();
                     return Ok(c);
                 }
@@ -1044,7 +1044,7 @@ impl<M: Manager> PoolInner<M> {
 
     /// The pool's counters now.
     pub(crate) fn stats(&self) -> Stats {
-        self.counters.snapshot(|| self.engine.lends())
+        self.counters.snapshot(self.engine.hits())
     }
 
     /// Closes the idle connections of removed backends (see [`Engine::purge_stale`]).

@@ -103,14 +103,12 @@ pub struct Stats {
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// The live counters. Each is padded to its own cache line: gets and returns on many
-        /// cores would otherwise contend on one line. Hits are not counted here: every get
-        /// that succeeds lends a connection, and the engine counts lends in its lanes, so
-        /// `hits = lends - misses`.
+        /// cores would otherwise contend on one line. Hits are not counted here: the engine
+        /// counts them in its lanes, beside the lent gauge every lend writes anyway; and
+        /// `gets = hits + misses`.
         #[derive(Default)]
         pub(crate) struct Counters {
-            /// Bumped (Release) *after* the lend of each missed get, read (Acquire) *before*
-            /// the lends in a snapshot, so a snapshot never counts a miss whose lend it does
-            /// not also count: `hits = lends - misses` never goes below zero.
+            /// Gets served by a new connection (their lends are not hits).
             misses: CachePadded<AtomicU64>,
             /// Gets that waited ([`WAITS`]) and their total wait ([`WAIT_NANOS`]): every get
             /// waits while the pool is oversubscribed, so per-thread lanes.
@@ -119,15 +117,14 @@ macro_rules! counters {
         }
 
         impl Counters {
-            /// A snapshot, given the engine's count of lends (successful gets).
-            pub(crate) fn snapshot(&self, lends: impl FnOnce() -> u64) -> Stats {
-                // Acquire: pairs with the Release in `miss`; read before the lends (see
-                // `misses`). The others are Relaxed: independent monotonic counters.
-                let misses = self.misses.load(Ordering::Acquire);
-                let gets = lends();
+            /// A snapshot, given the engine's count of hits.
+            pub(crate) fn snapshot(&self, hits: u64) -> Stats {
+                // Relaxed, like all of them: independent counters that only grow, so each
+                // read is at least what an earlier snapshot read, and so is their sum.
+                let misses = self.misses.load(Ordering::Relaxed);
                 Stats {
-                    gets,
-                    hits: gets.saturating_sub(misses),
+                    gets: hits.wrapping_add(misses),
+                    hits,
                     misses,
                     waits: self.waits.sum(WAITS),
                     $($name: self.$name.load(Ordering::Relaxed),)*
@@ -146,10 +143,9 @@ macro_rules! counters {
                 self.waits.add(Lane::current(), WAIT_NANOS, nanos);
             }
 
-            /// Counts a get served by a new connection, after its lend (see `misses`).
+            /// Counts a get served by a new connection.
             pub(crate) fn miss(&self) {
-                // Release: see `misses`.
-                self.misses.fetch_add(1, Ordering::Release);
+                bump(&self.misses);
             }
         }
     };

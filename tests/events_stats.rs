@@ -119,3 +119,57 @@ async fn status_stats_and_guards_debug_print() {
     assert!(dbg.contains("Pooled") && dbg.contains("Pool"), "{dbg}");
     assert_eq!(c.backend().addr(), "");
 }
+
+/// Counters only grow, and `gets == hits + misses` in every snapshot, also while gets that
+/// hit and gets that dial run on other threads: a snapshot taken between a new connection's
+/// lend and its count as a miss must not count that get as a hit (a later snapshot would
+/// then count it as a miss, and `hits` would go down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_only_grow_while_gets_run_on_other_threads() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(4)
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                for i in 0..5_000u32 {
+                    let c = pool.get().await.unwrap();
+                    // Every few gets one connection is discarded: the next get dials (a miss).
+                    if (i + w) % 3 == 0 {
+                        c.discard();
+                    }
+                }
+            })
+        })
+        .collect();
+    let sampler = {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let mut last = pool.stats();
+            let mut samples = 0u64;
+            while last.gets < 20_000 {
+                let s = pool.stats();
+                assert!(
+                    s.gets >= last.gets && s.hits >= last.hits && s.misses >= last.misses,
+                    "went down: {last:?} then {s:?}"
+                );
+                assert_eq!(s.gets, s.hits + s.misses, "{s:?}");
+                last = s;
+                samples += 1;
+            }
+            samples
+        })
+    };
+    for w in workers {
+        w.await.unwrap();
+    }
+    let samples = sampler.join().unwrap();
+    assert!(samples > 0);
+    let s = pool.stats();
+    assert_eq!(s.gets, 20_000);
+    assert_eq!(s.misses, s.connects);
+}
