@@ -4,9 +4,11 @@
 //!
 //! Gauges: `connpool_max_size`, `connpool_size`, `connpool_idle`, `connpool_in_use`,
 //! `connpool_waiters`, and per backend (`backend` label) `connpool_backend_size`,
-//! `connpool_backend_in_use`, `connpool_backend_online`. Counters (absolute):
-//! `connpool_<field>_total` for every field of `Stats` (`connpool_wait_seconds_total` for the
-//! wait time).
+//! `connpool_backend_idle`, `connpool_backend_in_use`, `connpool_backend_weight`,
+//! `connpool_backend_online`. Counters (absolute): `connpool_<field>_total` for every counter
+//! field of `Stats`, `connpool_wait_microseconds_total` for its wait time (whole
+//! microseconds: the facade's counters are integers, and seconds would drop every wait
+//! shorter than one), and per backend `connpool_backend_connect_errors_total`.
 
 use crate::manager::Manager;
 use crate::pool::PoolInner;
@@ -25,8 +27,12 @@ pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>) {
     for b in &status.backends {
         let labels = [("pool", name.clone()), ("backend", b.addr.clone())];
         metrics::gauge!("connpool_backend_size", &labels).set(b.size as f64);
+        metrics::gauge!("connpool_backend_idle", &labels).set(b.idle as f64);
         metrics::gauge!("connpool_backend_in_use", &labels).set(b.in_use as f64);
+        metrics::gauge!("connpool_backend_weight", &labels).set(f64::from(b.weight));
         metrics::gauge!("connpool_backend_online", &labels).set(if b.online { 1.0 } else { 0.0 });
+        metrics::counter!("connpool_backend_connect_errors_total", &labels)
+            .absolute(b.connect_errors);
     }
     let s = inner.stats();
     let c = |key: &'static str, v: u64| {
@@ -49,6 +55,9 @@ pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>) {
     c("connpool_discovery_errors_total", s.discovery_errors);
     c("connpool_backed_off_total", s.backed_off);
     c("connpool_no_backends_total", s.no_backends);
-    metrics::counter!("connpool_wait_seconds_total", "pool" => name.clone())
-        .absolute(s.wait_time.as_secs());
+    c("connpool_failed_connect_total", s.failed_connect);
+    c("connpool_failed_check_total", s.failed_check);
+    c("connpool_failed_closed_total", s.failed_closed);
+    let micros = u64::try_from(s.wait_time.as_micros()).unwrap_or(u64::MAX);
+    c("connpool_wait_microseconds_total", micros);
 }

@@ -243,7 +243,7 @@ impl<M: Manager> Pool<M> {
     pub fn try_get(&self) -> Result<Pooled<M>, Error<M::Error>> {
         let inner = self.inner();
         if inner.is_closed() {
-            return Err(Error::Closed);
+            return Err(inner.fail_closed());
         }
         match inner
             .engine
@@ -383,7 +383,7 @@ impl<'a, M: Manager> GetCore<'a, M> {
                 }
                 Fast::Closed => {
                     self.done = true;
-                    return Poll::Ready(Err(Error::Closed));
+                    return Poll::Ready(Err(inner.fail_closed()));
                 }
                 Fast::Unit(t) => Some(t),
                 Fast::Queue => None,
@@ -658,14 +658,14 @@ impl<M: Manager> PoolInner<M> {
                 self.counters.wait_ended(start.elapsed());
                 match waited {
                     Ok(t) => t,
-                    Err(WaitError::Closed) => return Err(Error::Closed),
+                    Err(WaitError::Closed) => return Err(self.fail_closed()),
                     Err(WaitError::TimedOut) => return Err(self.timed_out_waiting(start, true)),
                 }
             }
         };
         let mut unit = Unit::new(&self.engine, self, token);
         if self.is_closed() {
-            return Err(Error::Closed);
+            return Err(self.fail_closed());
         }
 
         // 2. A fresh connection from it. Whatever goes wrong from here on, `unit` gives the
@@ -688,7 +688,7 @@ impl<M: Manager> PoolInner<M> {
                         let check = Box::pin(self.check_conn(c, Some(deadline)));
                         let Some(checked) = self.unless_closed(check).await else {
                             // `unit` closes the connection (its state is unknown).
-                            return Err(Error::Closed);
+                            return Err(self.fail_closed());
                         };
                         match checked {
                             Ok(()) => {}
@@ -703,7 +703,7 @@ impl<M: Manager> PoolInner<M> {
                         }
                     }
                     if self.is_closed() {
-                        return Err(Error::Closed);
+                        return Err(self.fail_closed());
                     }
                     return Ok(self.engine.lend(unit.take_conn(), Lane::current()));
                 }
@@ -737,7 +737,7 @@ impl<M: Manager> PoolInner<M> {
                             return Err(Error::NoBackends);
                         }
                         if self.is_closed() {
-                            return Err(Error::Closed);
+                            return Err(self.fail_closed());
                         }
                         continue;
                     }
@@ -747,13 +747,13 @@ impl<M: Manager> PoolInner<M> {
                     // `connect_timeout`) neither delays the get's `Closed` nor `close()`.
                     let dial = Box::pin(self.dial_for_get(start, deadline_from(start)));
                     let Some(dialed) = self.unless_closed(dial).await else {
-                        return Err(Error::Closed);
+                        return Err(self.fail_closed());
                     };
                     let c = dialed?;
                     unit.set_conn(c, false);
                     if self.is_closed() {
                         unit.close_keep(CloseReason::PoolClosed);
-                        return Err(Error::Closed);
+                        return Err(self.fail_closed());
                     }
                     let c = self.engine.lend_new(unit.take_conn(), Lane::current());
                     self.counters.miss();
@@ -761,6 +761,12 @@ impl<M: Manager> PoolInner<M> {
                 }
             }
         }
+    }
+
+    /// A get fails because the pool is closed: counted, once per get.
+    fn fail_closed(&self) -> Error<M::Error> {
+        stats::bump(&self.counters.failed_closed);
+        Error::Closed
     }
 
     /// Resolves once the pool is closed.
@@ -923,7 +929,18 @@ impl<M: Manager> PoolInner<M> {
             }
         }
         match last {
-            Some(e) => Err(e),
+            Some(e) => {
+                // Counted once, under the error the get ends with. Without any dial, the
+                // error is the "every backend backed off" one, already counted as
+                // `backed_off` above.
+                if !tried.is_empty() {
+                    match e {
+                        Error::Check { .. } => stats::bump(&self.counters.failed_check),
+                        _ => stats::bump(&self.counters.failed_connect),
+                    }
+                }
+                Err(e)
+            }
             None => {
                 stats::bump(&self.counters.no_backends);
                 Err(Error::NoBackends)

@@ -53,9 +53,13 @@ pub struct BackendStatus {
 
 /// The pool's counters. They only grow.
 ///
-/// `gets` counts successful gets, so `gets == hits + misses`; a failed get is counted once
-/// under its cause (`timeouts`, `exhausted`, `connect_errors`, ...). `cancelled` counts get
-/// futures dropped before they finished.
+/// `gets` counts successful gets, so `gets == hits + misses`. A failed get is counted once,
+/// under the error it ended with: `timeouts` (`Error::Timeout`), `exhausted`, `no_backends`,
+/// `backed_off` and `failed_connect` (`Error::Connect` without and after dialing),
+/// `failed_check` and `failed_closed`; so every get that resolved is in exactly one of
+/// `gets` and those seven. `cancelled` counts get futures dropped before they finished.
+/// `connect_errors` and `check_failures` count dials and checks, not gets: one get may
+/// fail over across several dials, and keepalive checks are no get's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -98,6 +102,14 @@ pub struct Stats {
     pub backed_off: u64,
     /// Gets that failed with `Error::NoBackends`.
     pub no_backends: u64,
+    /// Gets that failed with `Error::Connect` after dialing: every backend they tried refused
+    /// (each of those dials is also in `connect_errors`).
+    pub failed_connect: u64,
+    /// Gets that failed with `Error::Check`: the new connection failed its check on borrow
+    /// (each failed check is also in `check_failures`).
+    pub failed_check: u64,
+    /// Gets that failed with `Error::Closed`.
+    pub failed_closed: u64,
 }
 
 macro_rules! counters {
@@ -165,6 +177,9 @@ counters!(
     discovery_errors,
     backed_off,
     no_backends,
+    failed_connect,
+    failed_check,
+    failed_closed,
 );
 
 /// Adds one to a counter.

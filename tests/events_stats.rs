@@ -173,3 +173,95 @@ async fn stats_only_grow_while_gets_run_on_other_threads() {
     assert_eq!(s.gets, 20_000);
     assert_eq!(s.misses, s.connects);
 }
+
+/// Every failed get is counted once, under the error it ended with; dials and checks are
+/// counted apart (one get may fail over across several).
+#[tokio::test(start_paused = true)]
+async fn every_failed_get_is_counted_once_under_its_error() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .test_on_borrow(TestOnBorrow::Always)
+        .backoff_base(Duration::from_secs(1))
+        .backoff_max(Duration::from_secs(1))
+        .backends([Backend::new("a:1"), Backend::new("b:2")])
+        .build()
+        .unwrap();
+    let mut failed = Vec::new();
+    let mut fail = |e: connpool::Error<support::faulty::FaultError>| failed.push(e);
+
+    fail(pool.try_get().unwrap_err()); // nothing idle
+    let held = pool.get().await.unwrap();
+    fail(
+        pool.get_timeout(Duration::from_millis(100))
+            .await
+            .unwrap_err(),
+    );
+    drop(held);
+    pool.get().await.unwrap().discard();
+    m.refuse("a:1", true);
+    m.refuse("b:2", true);
+    fail(pool.get().await.unwrap_err()); // both dialed, both refused
+    fail(pool.get().await.unwrap_err()); // both backed off: no dial
+    m.refuse("a:1", false);
+    m.refuse("b:2", false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    m.check_fault(Fault::Fail);
+    fail(pool.get().await.unwrap_err()); // both dialed, both new connections fail the check
+    m.check_fault(Fault::Ok);
+    pool.set_backends([]);
+    fail(pool.get().await.unwrap_err());
+    pool.close().await;
+    fail(pool.get().await.unwrap_err());
+    fail(pool.try_get().unwrap_err());
+
+    let kinds: Vec<&str> = failed
+        .iter()
+        .map(|e| match e {
+            e if e.is_exhausted() => "exhausted",
+            e if e.is_timeout() => "timeout",
+            e if e.is_connect() => "connect",
+            e if e.is_check() => "check",
+            e if e.is_no_backends() => "no backends",
+            e if e.is_closed() => "closed",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "exhausted",
+            "timeout",
+            "connect",
+            "connect",
+            "check",
+            "no backends",
+            "closed",
+            "closed"
+        ]
+    );
+    let s = pool.stats();
+    assert_eq!(
+        (
+            s.exhausted,
+            s.timeouts,
+            s.failed_connect,
+            s.backed_off,
+            s.failed_check,
+            s.no_backends,
+            s.failed_closed
+        ),
+        (1, 1, 1, 1, 1, 1, 2)
+    );
+    let counted = s.exhausted
+        + s.timeouts
+        + s.failed_connect
+        + s.backed_off
+        + s.failed_check
+        + s.no_backends
+        + s.failed_closed;
+    assert_eq!(counted, failed.len() as u64);
+    assert_eq!(s.gets, 2);
+    // Dials and checks, counted apart: two refused dials, two failed checks.
+    assert_eq!((s.connect_errors, s.check_failures), (2, 2));
+}

@@ -40,11 +40,17 @@ async fn gauges_and_counters_are_published_with_the_pool_label() {
     let m = Faulty::new();
     let pool = Pool::builder(m.clone())
         .name("orders")
+        .max_size(2)
         .maintenance_interval(Duration::from_millis(100))
         .build()
         .unwrap();
     let held = pool.get().await.unwrap();
-    drop(pool.get().await.unwrap());
+    let other = pool.get().await.unwrap();
+    // A get that waits 300 ms for a slot, then times out: its wait is published in
+    // microseconds (whole seconds would round it away).
+    let waited = pool.get_timeout(Duration::from_millis(300)).await;
+    assert!(waited.unwrap_err().is_timeout());
+    drop(other);
 
     // The debugging recorder hands counters out once per snapshot: judge each snapshot whole,
     // and wait for one taken after a publication that followed the two gets.
@@ -54,6 +60,9 @@ async fn gauges_and_counters_are_published_with_the_pool_label() {
         if matches!(
             find(&snap, "connpool_gets_total"),
             Some((MetricKind::Counter, DebugValue::Counter(2)))
+        ) && matches!(
+            find(&snap, "connpool_timeouts_total"),
+            Some((MetricKind::Counter, DebugValue::Counter(1)))
         ) {
             break snap;
         }
@@ -76,6 +85,47 @@ async fn gauges_and_counters_are_published_with_the_pool_label() {
         Some((MetricKind::Counter, DebugValue::Counter(n))) => assert_eq!(*n, 2),
         other => panic!("misses counter: {other:?}"),
     }
-    assert!(find(&snap, "connpool_backend_size").is_some());
+    match find(&snap, "connpool_wait_microseconds_total") {
+        Some((MetricKind::Counter, DebugValue::Counter(n))) => {
+            assert!((300_000..310_000).contains(n), "{n} µs")
+        }
+        other => panic!("wait time counter: {other:?}"),
+    }
+    // Every counter of `Stats` is published (its field names, read from its `Debug`), so a
+    // counter added later cannot be forgotten here.
+    let stats = format!("{:?}", pool.stats());
+    let fields = stats
+        .trim_start_matches("Stats {")
+        .trim_end_matches('}')
+        .split(',')
+        .filter_map(|f| f.split(':').next())
+        .map(str::trim)
+        .filter(|f| !f.is_empty() && *f != "wait_time");
+    let mut published = 0;
+    for field in fields {
+        let name = format!("connpool_{field}_total");
+        assert!(
+            matches!(find(&snap, &name), Some((MetricKind::Counter, _))),
+            "{name} is not published"
+        );
+        published += 1;
+    }
+    assert!(published >= 20, "{published} counters found in {stats}");
+    for name in [
+        "connpool_backend_size",
+        "connpool_backend_idle",
+        "connpool_backend_in_use",
+        "connpool_backend_weight",
+        "connpool_backend_online",
+    ] {
+        assert!(
+            matches!(find(&snap, name), Some((MetricKind::Gauge, _))),
+            "{name}"
+        );
+    }
+    assert!(matches!(
+        find(&snap, "connpool_backend_connect_errors_total"),
+        Some((MetricKind::Counter, _))
+    ));
     drop(held);
 }

@@ -20,7 +20,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -297,6 +297,38 @@ async fn settle(base: Snapshot) -> Snapshot {
 /// Set by the chaos task for a while now and then: workers pause.
 static LULL: AtomicBool = AtomicBool::new(false);
 
+/// How the workers' gets ended, by kind (reset by each run): the pool must count each get
+/// that resolved once, under its outcome.
+static OUTCOMES: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+const GOT: usize = 0;
+const TIMED_OUT: usize = 1;
+const EXHAUSTED: usize = 2;
+const CONNECT: usize = 3;
+const CHECK: usize = 4;
+const NO_BACKENDS: usize = 5;
+const CLOSED: usize = 6;
+/// Dropped by a `select!` before it resolved.
+const DROPPED: usize = 7;
+
+fn outcome(got: &Option<Result<Pooled<Soak>, connpool::Error<SoakError>>>) -> usize {
+    match got {
+        None => DROPPED,
+        Some(Ok(_)) => GOT,
+        Some(Err(e)) if e.is_timeout() => TIMED_OUT,
+        Some(Err(e)) if e.is_exhausted() => EXHAUSTED,
+        Some(Err(e)) if e.is_connect() => CONNECT,
+        Some(Err(e)) if e.is_check() => CHECK,
+        Some(Err(e)) if e.is_no_backends() => NO_BACKENDS,
+        Some(Err(e)) if e.is_closed() => CLOSED,
+        Some(Err(e)) => panic!("a get failed in an unexpected way: {e}"),
+    }
+}
+
+fn outcomes(kind: usize) -> u64 {
+    // Relaxed: read after every worker has ended (joined).
+    OUTCOMES[kind].load(Ordering::Relaxed)
+}
+
 // ----- the soak -------------------------------------------------------------------------------
 
 fn build(servers: &[Arc<Server>], faults: &Arc<Faults>, live: &Arc<AtomicUsize>) -> Pool<Soak> {
@@ -336,13 +368,16 @@ async fn worker(pool: Pool<Soak>, stop: Arc<AtomicBool>) {
         let got = if fastrand::u8(0..10) == 0 {
             // Cancelled by a select! loser at a random point.
             tokio::select! {
-                r = pool.get_timeout(timeout) => r.ok(),
+                r = pool.get_timeout(timeout) => Some(r),
                 () = tokio::time::sleep(Duration::from_millis(fastrand::u64(0..5))) => None,
             }
         } else {
-            pool.get_timeout(timeout).await.ok()
+            Some(pool.get_timeout(timeout).await)
         };
-        let Some(conn) = got else {
+        // Counted in the same poll the get resolved in: an abort cannot fall in between.
+        // Relaxed: a tally read after the workers are joined.
+        OUTCOMES[outcome(&got)].fetch_add(1, Ordering::Relaxed);
+        let Some(Ok(conn)) = got else {
             tokio::time::sleep(Duration::from_millis(fastrand::u64(0..3))).await;
             continue;
         };
@@ -434,6 +469,10 @@ async fn run_soak(
 ) -> (connpool::Stats, Duration, usize) {
     let faults = Arc::new(Faults::default());
     let live = Arc::new(AtomicUsize::new(0));
+    for o in &OUTCOMES {
+        // Relaxed: no worker of this run exists yet.
+        o.store(0, Ordering::Relaxed);
+    }
     let pool = build(servers, &faults, &live);
     let wstop = Arc::new(AtomicBool::new(false));
     let workers = Arc::new(Mutex::new(
@@ -500,6 +539,25 @@ async fn run_soak(
         stats.hits + stats.misses,
         "gets != hits + misses"
     );
+    // Every get that resolved is counted once, under how it ended.
+    let counted = [
+        (GOT, stats.gets, "gets"),
+        (TIMED_OUT, stats.timeouts, "timeouts"),
+        (EXHAUSTED, stats.exhausted, "exhausted"),
+        (CONNECT, stats.failed_connect + stats.backed_off, "connect"),
+        (CHECK, stats.failed_check, "check"),
+        (NO_BACKENDS, stats.no_backends, "no backends"),
+        (CLOSED, stats.failed_closed, "closed"),
+    ];
+    for (kind, count, what) in counted {
+        assert_eq!(
+            count,
+            outcomes(kind),
+            "{what}: counted vs seen by the workers"
+        );
+    }
+    // Aborted workers' gets are cancelled too, unseen by the tally.
+    assert!(stats.cancelled >= outcomes(DROPPED), "cancelled");
     let st = pool.status();
     assert_eq!(st.in_use, 0, "a slot leaked: {st:?}");
     assert_eq!(st.waiters, 0, "a waiter leaked: {st:?}");
