@@ -123,7 +123,10 @@ impl<M: Manager> Builder<M> {
         backoff_base: Duration => backoff_base;
         /// Longest backoff of a failing backend. Default 10 s.
         backoff_max: Duration => backoff_max;
-        /// How often the maintenance task runs at most. Default 1 s.
+        /// The longest pause between two maintenance passes (idle and lifetime sweep,
+        /// keepalive, `min_idle` refill, metrics). Default 1 s. Passes come more often when
+        /// half of `idle_timeout`, `keepalive` or `max_lifetime` is shorter, and never less
+        /// than 10 ms apart.
         maintenance_interval: Duration => maintenance_interval;
     }
 

@@ -134,6 +134,13 @@ impl Config {
         if self.max_size_limit == Some(0) {
             return Err(BuildError::new("max_size_limit", "must be at least 1"));
         }
+        // Named as `max_size` when that is what is too large (the default limit follows it).
+        if self.max_size > MAX_SIZE_LIMIT {
+            return Err(BuildError::new(
+                "max_size",
+                format!("must be at most {MAX_SIZE_LIMIT} (got {})", self.max_size),
+            ));
+        }
         if limit > MAX_SIZE_LIMIT {
             return Err(BuildError::new(
                 "max_size_limit",

@@ -22,7 +22,8 @@ pub enum Error<E> {
         size: usize,
         /// Connections lent out when the get gave up.
         in_use: usize,
-        /// Getters waiting for a slot when the get gave up (this one included).
+        /// Getters waiting for a slot when the get gave up (this one included if it was
+        /// waiting for a slot then, not connecting or checking).
         waiters: usize,
         /// The text of the last connect error the pool saw, if any (why the pool may be short).
         last_connect_error: Option<String>,

@@ -267,7 +267,8 @@ impl<M: Manager> Pool<M> {
         self.inner().stats()
     }
 
-    /// The current configuration (with `max_size` as last set).
+    /// The configuration the pool was built with. (`set_max_size` changes the limit in force,
+    /// which [`status`](Self::status) shows as `max_size`; it does not change this.)
     pub fn config(&self) -> &Config {
         &self.inner().config
     }

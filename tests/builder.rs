@@ -23,6 +23,8 @@ async fn every_invalid_field_is_a_build_error_naming_it() {
     let cases: Vec<(&str, Tweak)> = vec![
         ("max_size", Box::new(|b| b.max_size(0))),
         ("max_size", Box::new(|b| b.max_size(10).max_size_limit(5))),
+        // Too large on its own: named as max_size, not the default limit that follows it.
+        ("max_size", Box::new(|b| b.max_size((1 << 20) + 1))),
         ("max_size_limit", Box::new(|b| b.max_size_limit(0))),
         ("max_size_limit", Box::new(|b| b.max_size_limit(usize::MAX))),
         ("max_idle", Box::new(|b| b.max_size(4).max_idle(5))),
