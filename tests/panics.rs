@@ -177,14 +177,26 @@ async fn a_panicking_callback_does_not_disturb_the_pool_or_other_callbacks() {
     assert_eq!(pool.stats().gets, 1);
 }
 
+/// The manager's callbacks panic by turns (in their futures and before them), an event
+/// callback panics on every event (from gets, returns, closes and the maintenance task), and
+/// tasks panic holding connections: the counts stay true and the pool keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_panics_in_every_callback_keep_the_counts_true() {
     let m = Faulty::new();
+    let delivered = Arc::new(AtomicUsize::new(0));
+    let d2 = delivered.clone();
     let pool = Pool::builder(m.clone())
         .max_size(4)
+        .min_idle(1)
+        .max_lifetime(Some(Duration::from_millis(30)))
+        .maintenance_interval(Duration::from_millis(10))
         .test_on_borrow(TestOnBorrow::Always)
         .backoff_base(Duration::from_millis(10))
         .backoff_max(Duration::from_millis(50))
+        .on_event(|_| panic!("event callback panicked"))
+        .on_event(move |_| {
+            d2.fetch_add(1, Ordering::SeqCst);
+        })
         .build()
         .unwrap();
     let mut tasks = Vec::new();
@@ -192,10 +204,12 @@ async fn many_panics_in_every_callback_keep_the_counts_true() {
         let p = pool.clone();
         let m = m.clone();
         tasks.push(tokio::spawn(async move {
-            match i % 5 {
+            match i % 7 {
                 0 => m.connect_fault(Fault::Panic),
                 1 => m.check_fault(Fault::Panic),
                 2 => m.panic_in_reusable(true),
+                3 => m.connect_fault(Fault::PanicEarly),
+                4 => m.check_fault(Fault::PanicEarly),
                 _ => {
                     m.connect_fault(Fault::Ok);
                     m.check_fault(Fault::Ok);
@@ -226,4 +240,12 @@ async fn many_panics_in_every_callback_keep_the_counts_true() {
     drop(all);
     let s = pool.stats();
     assert_eq!(s.gets, s.hits + s.misses);
+    // The other callback saw events all along, and the maintenance task still runs (it
+    // retires connections past their 30 ms lifetime and refills min_idle).
+    assert!(delivered.load(Ordering::SeqCst) > 0);
+    let retired = s.closed_lifetime;
+    eventually("maintenance still retires and refills", MIN, || {
+        pool.stats().closed_lifetime > retired && pool.status().idle >= 1
+    })
+    .await;
 }
