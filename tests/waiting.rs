@@ -301,3 +301,33 @@ async fn a_deadline_reached_mid_check_of_a_new_connection_is_a_timeout() {
     assert_at_rest(&pool, &m);
     assert_eq!(m.live(), 0);
 }
+
+/// `wait_timeout` bounds the whole get: its wait for a slot, its connect and its check
+/// together. Here the wait takes 300 ms, the connect 400 ms, and the check would take 10 s:
+/// the get ends at its 1 s deadline, not at any of their own limits.
+#[tokio::test(start_paused = true)]
+async fn the_timeout_bounds_the_wait_the_connect_and_the_check_together() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .test_on_borrow(TestOnBorrow::Always)
+        .connect_timeout(Duration::from_secs(10))
+        .check_timeout(Duration::from_secs(10))
+        .wait_timeout(WAIT)
+        .build()
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    m.connect_fault(Fault::Delay(Duration::from_millis(400)));
+    m.check_fault(Fault::Delay(Duration::from_secs(10)));
+    let start = Instant::now();
+    let get = timed_get(&pool, None);
+    waiters_reach(&pool, 1).await;
+    tokio::time::sleep_until(start + Duration::from_millis(300)).await;
+    // The slot comes free: the waiter takes it and dials.
+    held.discard();
+    assert_timed_out(get.await.unwrap(), start, WAIT);
+    assert_eq!(m.connects(), 2, "the waiter's connect finished");
+    assert_eq!(pool.stats().check_failures, 0);
+    assert_at_rest(&pool, &m);
+    assert_eq!(m.live(), 0, "the connection abandoned mid-check is closed");
+}
