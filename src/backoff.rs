@@ -76,6 +76,18 @@ mod tests {
         }
     }
 
+    /// Jitter spreads: delays land in both halves of `[d/2, d]` (a constant delay, or one
+    /// not jittered at all, fails this; the chance that 200 uniform draws all miss one half
+    /// is 2^-199).
+    #[test]
+    fn jitter_spreads_over_its_range() {
+        let d = Duration::from_secs(1);
+        let draws: Vec<Duration> = (0..200).map(|_| jitter(d)).collect();
+        let three_quarters = d.mul_f64(0.75);
+        assert!(draws.iter().any(|&j| j < three_quarters), "{draws:?}");
+        assert!(draws.iter().any(|&j| j > three_quarters), "{draws:?}");
+    }
+
     #[test]
     fn keeps_doubling_until_max_however_far_it_is() {
         let max = Duration::from_secs(3600);
