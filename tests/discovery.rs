@@ -140,6 +140,21 @@ async fn a_burst_of_publishes_coalesces_and_the_latest_list_wins() {
         "no storm of swaps: {}",
         changes.load(Ordering::SeqCst)
     );
+
+    // A burst spread over time: one list every 2 ms for 100 ms (the publisher yields between
+    // them, so the applier could apply each). With 20 ms between applications, at most one
+    // per 20 ms is applied (plus the first and the last), not 50.
+    let before = changes.load(Ordering::SeqCst);
+    for i in 0..50 {
+        u.publish(addrs(&[&format!("s{i}:1")]));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    eventually("latest spread list applied", MIN, || {
+        listed(&pool) == vec!["s49:1".to_owned()]
+    })
+    .await;
+    let applied = changes.load(Ordering::SeqCst) - before;
+    assert!((2..=8).contains(&applied), "{applied} of 50 lists applied");
 }
 
 /// A discovery whose `run` (a plain `fn` returning `impl Future`) panics in the call itself,
