@@ -19,7 +19,7 @@ fn recorder() -> (
             Event::Connected { backend } => format!("connected {backend}"),
             Event::ConnectFailed { backend, .. } => format!("connect-failed {backend}"),
             Event::CheckPassed { backend } => format!("check-passed {backend}"),
-            Event::CheckFailed { backend, .. } => format!("check-failed {backend}"),
+            Event::CheckFailed { backend, error } => format!("check-failed {backend}: {error}"),
             Event::Closed { backend, reason } => format!("closed {backend} {reason:?}"),
             Event::BackendAdded { backend } => format!("added {backend}"),
             Event::BackendRemoved { backend } => format!("removed {backend}"),
@@ -46,6 +46,11 @@ async fn events_name_the_backend_and_the_reason() {
     c.discard();
     m.refuse("a:1", true);
     let _ = pool.get().await;
+    // Past the backoff, a new connection fails its check on borrow.
+    m.refuse("a:1", false);
+    m.check_fault(Fault::Fail);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(pool.get().await.unwrap_err().is_check());
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log,
@@ -54,6 +59,9 @@ async fn events_name_the_backend_and_the_reason() {
             "check-passed a:1",
             "closed a:1 Discarded",
             "connect-failed a:1",
+            "connected a:1",
+            "check-failed a:1: check of FConn#1@a:1 refused",
+            "closed a:1 CheckFailed",
         ]
     );
     assert_eq!(CloseReason::Discarded.to_string(), "discarded");
