@@ -50,7 +50,11 @@ async fn events_name_the_backend_and_the_reason() {
     m.refuse("a:1", false);
     m.check_fault(Fault::Fail);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(pool.get().await.unwrap_err().is_check());
+    let e = pool.get().await.unwrap_err();
+    assert!(e.is_check(), "{e}");
+    assert!(e.to_string().contains("a:1"), "names the backend: {e}");
+    let source = std::error::Error::source(&e).expect("the manager's error is the source");
+    assert_eq!(source.to_string(), "check of FConn#1@a:1 refused");
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log,

@@ -110,6 +110,19 @@ mod tests {
             ))
         );
         assert_eq!(parse_node("n", br#"{"proxy_addr":"h:2"}"#), Ok(on("h:2")));
+        assert_eq!(parse_node("n", br#"{"proto_addr":"h:3"}"#), Ok(on("h:3")));
+        // The first of addr, proxy_addr, proto_addr that is given wins.
+        assert_eq!(
+            parse_node(
+                "n",
+                br#"{"proto_addr":"h:3","proxy_addr":"h:2","addr":"h:1"}"#
+            ),
+            Ok(on("h:1"))
+        );
+        assert_eq!(
+            parse_node("n", br#"{"proto_addr":"h:3","proxy_addr":"h:2"}"#),
+            Ok(on("h:2"))
+        );
         assert_eq!(
             parse_node("n", br#"{"addr":"h:1","state":"offline"}"#),
             Ok(NodeData::Offline)
