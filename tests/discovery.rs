@@ -349,3 +349,42 @@ async fn dropping_the_pool_stops_the_discovery() {
     assert!(u.is_closed());
     eventually("run returned", MIN, || d.ended.load(Ordering::SeqCst) == 1).await;
 }
+
+/// A discovery whose `run` fails at once, every time.
+#[derive(Clone, Default)]
+struct FailsAtOnce {
+    runs: Arc<AtomicUsize>,
+}
+
+impl Discovery for FailsAtOnce {
+    async fn run(&self, _updates: Updates) -> Result<(), DiscoveryError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Err(DiscoveryError::new("down"))
+    }
+}
+
+/// A `run` that fails at once is restarted after a growing backoff, not in a loop: from
+/// 100 ms, doubling, each delay jittered down by at most half, so within its first second it
+/// runs at most 6 times (at 0 and after at least 50, 150, 350 and 750 ms), and every failure
+/// is counted.
+#[tokio::test(start_paused = true)]
+async fn a_run_that_fails_at_once_is_restarted_with_backoff() {
+    let d = FailsAtOnce::default();
+    let pool = Pool::builder(Faulty::new())
+        .discovery(d.clone())
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let runs = d.runs.load(Ordering::SeqCst);
+    assert!((4..=6).contains(&runs), "{runs} runs in the first second");
+    // Counted once each (the last may not be counted yet when it has just returned).
+    let errors = pool.stats().discovery_errors as usize;
+    assert!(
+        errors + 1 >= runs && errors <= runs,
+        "{errors} errors for {runs} runs"
+    );
+    // The delays keep doubling (up to 5 s): the next 10 s see only a few more runs.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let more = d.runs.load(Ordering::SeqCst) - runs;
+    assert!((2..=8).contains(&more), "{more} more runs in 10 s");
+}
