@@ -388,3 +388,48 @@ async fn a_run_that_fails_at_once_is_restarted_with_backoff() {
     let more = d.runs.load(Ordering::SeqCst) - runs;
     assert!((2..=8).contains(&more), "{more} more runs in 10 s");
 }
+
+/// A flap (a backend dropped and listed again a moment later, after a quiet spell) changes
+/// nothing: the pool sees the change whole, so the backend keeps its entry and its idle
+/// connections, and no removal is evented.
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_flaps_within_the_window_keeps_its_connections() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let removed = Arc::new(AtomicUsize::new(0));
+    let r2 = removed.clone();
+    let pool = Pool::builder(m.clone())
+        .max_size(4)
+        .discovery(d.clone())
+        .on_event(move |e| {
+            if matches!(e, Event::BackendRemoved { .. }) {
+                r2.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let u = d.updates().await;
+    u.publish(addrs(&["a:1", "b:2"]));
+    eventually("first list", MIN, || listed(&pool).len() == 2).await;
+    // One connection to each (round-robin), then idle.
+    let (x, y) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    drop((x, y));
+    assert_eq!((m.live_to("a:1"), m.live_to("b:2")), (1, 1));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    u.publish(addrs(&["a:1"]));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    u.publish(addrs(&["a:1", "b:2"]));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(listed(&pool), ["a:1", "b:2"]);
+    assert_eq!(removed.load(Ordering::SeqCst), 0, "no removal applied");
+    assert_eq!(pool.stats().closed_backend_gone, 0);
+    assert_eq!((m.live_to("a:1"), m.live_to("b:2")), (1, 1), "kept");
+    assert_eq!(pool.status().idle, 2);
+
+    // A removal that stands is applied (once the window has passed).
+    u.publish(addrs(&["a:1"]));
+    eventually("b removed", MIN, || listed(&pool) == ["a:1"]).await;
+    assert_eq!(removed.load(Ordering::SeqCst), 1);
+    assert_eq!(m.live_to("b:2"), 0, "its idle connection closed at once");
+}

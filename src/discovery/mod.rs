@@ -138,8 +138,10 @@ impl UpdatesShared {
 }
 
 impl Updates {
-    /// Publishes the complete current list of online backends. Cheap and synchronous; a burst
-    /// of publishes coalesces (the latest list wins). Duplicated addresses are merged. An
+    /// Publishes the complete current list of online backends. Cheap and synchronous. The
+    /// pool applies a list 20 ms after the publish (the first list at once): a burst of
+    /// publishes within that window coalesces (the latest list wins), and a backend dropped
+    /// and listed again within it keeps its connections. Duplicated addresses are merged. An
     /// empty list is meaningful: `get()` then fails with `Error::NoBackends`.
     pub fn publish<I: IntoIterator<Item = Backend>>(&self, list: I) {
         let list: Vec<Backend> = list.into_iter().collect();

@@ -9,8 +9,10 @@ use crate::manager::Manager;
 use crate::pool::{catch, PoolInner};
 use crate::sync::{Arc, Instant};
 
-/// After applying a list, the applier waits this long before applying the next one: a burst
-/// of publishes within it collapses into its latest list.
+/// A published list is applied this long after the publish that woke the applier (the first
+/// list at once): a burst of publishes within it collapses into its latest list, and a flap
+/// within it (a backend dropped and listed again) changes nothing, so that backend keeps its
+/// connections.
 const COALESCE: Duration = Duration::from_millis(20);
 /// Restart backoff of a failing `run`: from 100 ms, doubling, up to 5 s, jittered.
 const RESTART_BASE: Duration = Duration::from_millis(100);
@@ -30,18 +32,27 @@ pub(crate) fn spawn<M: Manager>(
 
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
+        // The first list is applied at once: gets wait for it.
+        let mut first = true;
         loop {
             shared.wake.notified().await;
+            // Wait out the window before taking the list, not after applying it: a change
+            // that follows a quiet spell (a backend dropped, then listed again a moment
+            // later) is seen whole, and applied only as what it ends in.
+            if !first {
+                tokio::time::sleep(COALESCE).await;
+            }
+            // SeqCst: like every access of `closed` (set once, by close).
             if shared.closed.load(crate::sync::Ordering::SeqCst) {
                 return;
             }
             let Some(list) = shared.take_pending() else {
                 continue;
             };
+            first = false;
             let Some(inner) = weak.upgrade() else { return };
             inner.set_backends(list);
             drop(inner);
-            tokio::time::sleep(COALESCE).await;
         }
     });
 }
