@@ -335,3 +335,35 @@ async fn waiters_are_served_in_turn_and_newcomers_do_not_barge() {
         "unfair service: the most served task got {max}, the least {min}"
     );
 }
+
+/// No stall window: 64 getters over 8 slots, each holding across a yield, on tokio's paused
+/// clock. Time moves only when every task is parked on a timer, so a waiter whose wake-up
+/// was lost (and that no later return rescues) would show as virtual time passing (its wait
+/// would run to its 60 s deadline); with every wake-up delivered, none passes at all.
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_without_the_clock_moving() {
+    let m = Faulty::new();
+    let pool = pool(&m, 8)
+        .wait_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..20 {
+                let c = pool.get().await.expect("no getter times out");
+                tokio::task::yield_now().await;
+                drop(c);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(start.elapsed(), Duration::ZERO, "a waiter stalled");
+    let s = pool.stats();
+    assert_eq!((s.gets, s.timeouts), (64 * 20, 0));
+    assert!(s.waits > 0, "getters did wait");
+}
