@@ -2,7 +2,8 @@
 //! backend, shared by the ZooKeeper and etcd adapters.
 //!
 //! Accepted forms:
-//! - JSON with the address under `addr`, `proxy_addr` or `proto_addr` (first present wins);
+//! - JSON with the address under `addr`, `proxy_addr` or `proto_addr` (the first of them
+//!   that holds a string is used; an empty one makes the node malformed);
 //!   the backend is offline when `state` is present and not `"online"`, or `online` is
 //!   `false` (Codis 2.x and 3.x proxies, Jodis); an optional `weight` (a whole number
 //!   0..=4294967295, or a string of one) sets [`Backend::with_weight`], and any other
@@ -123,6 +124,12 @@ mod tests {
             parse_node("n", br#"{"proto_addr":"h:3","proxy_addr":"h:2"}"#),
             Ok(on("h:2"))
         );
+        // One that is not a string is passed over; an empty string is not an address.
+        assert_eq!(
+            parse_node("n", br#"{"addr":7,"proxy_addr":"h:2"}"#),
+            Ok(on("h:2"))
+        );
+        assert!(parse_node("n", br#"{"addr":" ","proxy_addr":"h:2"}"#).is_err());
         assert_eq!(
             parse_node("n", br#"{"addr":"h:1","state":"offline"}"#),
             Ok(NodeData::Offline)
