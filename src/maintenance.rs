@@ -42,7 +42,13 @@ pub(crate) fn spawn<M: Manager>(inner: &Arc<PoolInner<M>>) {
                 if inner.is_closed() {
                     return;
                 }
-                inner.maintain().await;
+                // Raced with `close()`: a keepalive ping or a refill's connect in flight (up
+                // to `check_timeout` or `connect_timeout`) must not delay it. Dropped mid-way,
+                // the pass's unit closes its connection (or frees its slot) in the closed pool.
+                tokio::select! {
+                    () = inner.maintain() => {}
+                    () = inner.closed() => return,
+                }
                 #[cfg(feature = "metrics")]
                 crate::metrics::publish(&inner);
                 let listener = inner.shutdown.listen();

@@ -771,7 +771,7 @@ impl<M: Manager> PoolInner<M> {
     }
 
     /// Resolves once the pool is closed.
-    async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         loop {
             if self.is_closed() {
                 return;

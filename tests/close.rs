@@ -214,3 +214,47 @@ async fn a_get_mid_connect_or_mid_check_sees_closed_at_once() {
         assert_eq!(pool.status().size, 0, "mid_check {mid_check}");
     }
 }
+
+/// `close()` does not wait for the maintenance task's I/O either: a keepalive ping or a
+/// `min_idle` connect in flight is abandoned, its connection closed, and `close()` returns at
+/// once.
+#[tokio::test(start_paused = true)]
+async fn close_does_not_wait_for_a_keepalive_ping_or_a_refill_in_flight() {
+    use support::faulty::Fault;
+    for refill in [false, true] {
+        let m = Faulty::new();
+        let mut b = Pool::builder(m.clone())
+            .max_size(2)
+            .connect_timeout(Duration::from_secs(60))
+            .check_timeout(Duration::from_secs(60))
+            .maintenance_interval(Duration::from_millis(100));
+        b = if refill {
+            m.connect_fault(Fault::Hang);
+            b.min_idle(1)
+        } else {
+            b.keepalive(Some(Duration::from_secs(1)))
+        };
+        let pool = b.build().unwrap();
+        if refill {
+            eventually("the refill is connecting", Duration::from_secs(5), || {
+                pool.status().size == 1
+            })
+            .await;
+        } else {
+            drop(pool.get().await.unwrap());
+            m.check_fault(Fault::Hang);
+            let checks = m.checks();
+            eventually("the ping is in flight", Duration::from_secs(5), || {
+                m.checks() > checks
+            })
+            .await;
+        }
+        let closing = tokio::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), pool.close())
+            .await
+            .expect("close() does not wait for the maintenance task's I/O");
+        assert_eq!(closing.elapsed(), Duration::ZERO, "refill {refill}");
+        assert_eq!(m.live(), 0, "refill {refill}");
+        assert_eq!(pool.status().size, 0, "refill {refill}");
+    }
+}
