@@ -84,6 +84,11 @@ async fn close_of_an_idle_pool_returns_at_once() {
         .await
         .unwrap();
     assert_eq!(m.live(), 0);
+    // The maintenance task has stopped: it neither refills min_idle nor dials, however long
+    // we wait.
+    let connects = m.connects();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!((m.live(), m.connects()), (0, connects));
 }
 
 #[tokio::test(start_paused = true)]
