@@ -840,9 +840,16 @@ impl<C, H: Hooks<C>> Drop for Unit<'_, C, H> {
     fn drop(&mut self) {
         #[cfg(not(connpool_mutant = "unit_guard_leaks"))]
         match self.token.take() {
-            Some(Token::Conn(c)) => self
-                .engine
-                .close_conn(c, CloseReason::Cancelled, self.hooks),
+            // Its state is unknown (a check or a use was cut short): closed. Because the pool
+            // closed, if it did (a get or a maintenance pass abandoned for `close()`).
+            Some(Token::Conn(c)) => {
+                let reason = if self.engine.is_closed() {
+                    CloseReason::PoolClosed
+                } else {
+                    CloseReason::Cancelled
+                };
+                self.engine.close_conn(c, reason, self.hooks)
+            }
             Some(Token::Slot) => self.engine.free_unit(self.hooks),
             None => {}
         }

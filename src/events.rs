@@ -21,7 +21,7 @@ pub enum CloseReason {
     Discarded,
     /// Its task panicked while it was lent.
     Panicked,
-    /// A get was cancelled while checking it: its state is unknown.
+    /// A get gave up while checking it (cancelled, or out of time): its state is unknown.
     Cancelled,
     /// Its backend left the list.
     BackendGone,

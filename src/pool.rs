@@ -235,7 +235,8 @@ impl<M: Manager> Pool<M> {
         GetRef(GetCore::new(self, self.inner().config.wait_timeout))
     }
 
-    /// An idle connection now, or `Error::Exhausted`. Never waits and never dials. Stale
+    /// An idle connection now, or `Error::Exhausted` (`Error::Closed` once the pool is
+    /// closed). Never waits and never dials. Stale
     /// connections found on the way are closed; `test_on_borrow` is not applied (a check
     /// would be I/O), but a connection whose last background check (keepalive) failed is
     /// never lent unchecked: `try_get` passes over it, and leaves it idle for a `get`, which
@@ -490,9 +491,13 @@ impl<M: Manager> Held<'_, M> {
 impl<M: Manager> Drop for Held<'_, M> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            self.inner
-                .engine
-                .close_keep(c, CloseReason::Cancelled, self.inner);
+            // As `Unit`'s drop: abandoned for `close()`, or by a cancelled or timed-out get.
+            let reason = if self.inner.is_closed() {
+                CloseReason::PoolClosed
+            } else {
+                CloseReason::Cancelled
+            };
+            self.inner.engine.close_keep(c, reason, self.inner);
         }
     }
 }
@@ -724,13 +729,20 @@ impl<M: Manager> PoolInner<M> {
                     // Before discovery's first list arrives there is nothing to dial yet: wait
                     // for it (holding the slot), unless the get may not wait at all.
                     if !self.backends.snapshot().known {
+                        // Closed first: a closed pool gets no list, so `continue` would spin.
+                        if self.is_closed() {
+                            return Err(self.fail_closed());
+                        }
                         if timeout.is_zero() {
                             stats::bump(&self.counters.no_backends);
                             return Err(Error::NoBackends);
                         }
                         let deadline = deadline_from(started.get());
                         let listener = self.backends_changed.listen();
-                        if self.backends.snapshot().known || self.is_closed() {
+                        if self.is_closed() {
+                            return Err(self.fail_closed());
+                        }
+                        if self.backends.snapshot().known {
                             continue;
                         }
                         if tokio::time::timeout_at(deadline, listener).await.is_err() {

@@ -91,7 +91,8 @@ pub struct Stats {
     /// Connections closed for outliving `max_lifetime`.
     pub closed_lifetime: u64,
     /// Connections closed as broken: failed checks, `is_reusable() == false`, discarded,
-    /// returned by a panicking task, or abandoned mid-check by a cancelled get.
+    /// returned by a panicking task, or abandoned mid-check by a get that was cancelled or
+    /// ran out of time.
     pub closed_broken: u64,
     /// Connections closed because their backend left the list.
     pub closed_backend_gone: u64,
@@ -102,8 +103,8 @@ pub struct Stats {
     pub backed_off: u64,
     /// Gets that failed with `Error::NoBackends`.
     pub no_backends: u64,
-    /// Gets that failed with `Error::Connect` after dialing: every backend they tried refused
-    /// (each of those dials is also in `connect_errors`).
+    /// Gets that failed with `Error::Connect` after dialing at least one backend (each failed
+    /// dial is also in `connect_errors`).
     pub failed_connect: u64,
     /// Gets that failed with `Error::Check`: the new connection failed its check on borrow
     /// (each failed check is also in `check_failures`).

@@ -176,7 +176,14 @@ async fn a_get_mid_connect_or_mid_check_sees_closed_at_once() {
     use support::faulty::Fault;
     for mid_check in [false, true] {
         let m = Faulty::new();
+        let reasons = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let r2 = reasons.clone();
         let pool = Pool::builder(m.clone())
+            .on_event(move |e| {
+                if let connpool::Event::Closed { reason, .. } = e {
+                    r2.lock().unwrap().push(*reason);
+                }
+            })
             .max_size(1)
             .test_on_borrow(TestOnBorrow::Always)
             .connect_timeout(Duration::from_secs(60))
@@ -217,6 +224,15 @@ async fn a_get_mid_connect_or_mid_check_sees_closed_at_once() {
         assert_eq!(closed_at.elapsed(), Duration::ZERO, "mid_check {mid_check}");
         assert_eq!(m.live(), 0, "mid_check {mid_check}");
         assert_eq!(pool.status().size, 0, "mid_check {mid_check}");
+        // Closed because the pool closed, not counted as broken.
+        let reasons = reasons.lock().unwrap().clone();
+        let want: &[connpool::CloseReason] = if mid_check {
+            &[connpool::CloseReason::PoolClosed]
+        } else {
+            &[]
+        };
+        assert_eq!(reasons, want, "mid_check {mid_check}");
+        assert_eq!(pool.stats().closed_broken, 0, "mid_check {mid_check}");
     }
 }
 
@@ -261,5 +277,10 @@ async fn close_does_not_wait_for_a_keepalive_ping_or_a_refill_in_flight() {
         assert_eq!(closing.elapsed(), Duration::ZERO, "refill {refill}");
         assert_eq!(m.live(), 0, "refill {refill}");
         assert_eq!(pool.status().size, 0, "refill {refill}");
+        assert_eq!(
+            pool.stats().closed_broken,
+            0,
+            "closed as the pool closed, not broken"
+        );
     }
 }
