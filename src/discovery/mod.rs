@@ -105,6 +105,8 @@ pub(crate) struct UpdatesShared {
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) closed: AtomicBool,
     pub(crate) closed_event: WaitQueue,
+    /// Publishes ever: shown by `Debug`, and read by the applier to tell whether another
+    /// publish came while it waited (its debounce).
     pub(crate) published: AtomicU64,
     pub(crate) reporter: Box<dyn Fn(Report<'_>) + Send + Sync>,
 }
@@ -139,9 +141,10 @@ impl UpdatesShared {
 
 impl Updates {
     /// Publishes the complete current list of online backends. Cheap and synchronous. The
-    /// pool applies a list 20 ms after the publish (the first list at once): a burst of
-    /// publishes within that window coalesces (the latest list wins), and a backend dropped
-    /// and listed again within it keeps its connections. Duplicated addresses are merged. An
+    /// pool applies the latest list once publishes have paused for 20 ms (the first list at
+    /// once; during a burst that does not pause, every 100 ms at least): a burst coalesces
+    /// into its latest list, and a backend dropped and listed again within it keeps its
+    /// connections. Duplicated addresses are merged. An
     /// empty list is meaningful: `get()` then fails with `Error::NoBackends`.
     pub fn publish<I: IntoIterator<Item = Backend>>(&self, list: I) {
         let list: Vec<Backend> = list.into_iter().collect();

@@ -9,11 +9,13 @@ use crate::manager::Manager;
 use crate::pool::{catch, PoolInner};
 use crate::sync::{Arc, Instant};
 
-/// A published list is applied this long after the publish that woke the applier (the first
-/// list at once): a burst of publishes within it collapses into its latest list, and a flap
-/// within it (a backend dropped and listed again) changes nothing, so that backend keeps its
-/// connections.
+/// A published list is applied once publishes have paused this long (the first list at once):
+/// a burst of publishes collapses into its latest list, and a flap within it (a backend
+/// dropped and listed again) changes nothing, so that backend keeps its connections.
 const COALESCE: Duration = Duration::from_millis(20);
+/// The longest a burst that never pauses holds its latest list back (from the publish that
+/// woke the applier).
+const COALESCE_MAX: Duration = Duration::from_millis(100);
 /// Restart backoff of a failing `run`: from 100 ms, doubling, up to 5 s, jittered.
 const RESTART_BASE: Duration = Duration::from_millis(100);
 const RESTART_MAX: Duration = Duration::from_secs(5);
@@ -36,11 +38,21 @@ pub(crate) fn spawn<M: Manager>(
         let mut first = true;
         loop {
             shared.wake.notified().await;
-            // Wait out the window before taking the list, not after applying it: a change
-            // that follows a quiet spell (a backend dropped, then listed again a moment
-            // later) is seen whole, and applied only as what it ends in.
+            // Wait for the publishes to pause before taking the list (a trailing debounce,
+            // bounded by COALESCE_MAX): a change (a backend dropped, then listed again a
+            // moment later) is seen whole, and applied only as what it ends in.
             if !first {
-                tokio::time::sleep(COALESCE).await;
+                let woke = Instant::now();
+                loop {
+                    // Relaxed: only whether another publish came meanwhile; the list itself
+                    // is handed over under `pending`'s mutex.
+                    let seen = shared.published.load(crate::sync::Ordering::Relaxed);
+                    tokio::time::sleep(COALESCE).await;
+                    let quiet = shared.published.load(crate::sync::Ordering::Relaxed) == seen;
+                    if quiet || woke.elapsed() >= COALESCE_MAX {
+                        break;
+                    }
+                }
             }
             // SeqCst: like every access of `closed` (set once, by close).
             if shared.closed.load(crate::sync::Ordering::SeqCst) {
