@@ -43,7 +43,9 @@
 //! use connpool::{Backend, Pool};
 //!
 //! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! // Two Codis proxies (or Redis servers) sharing one password, database and client name.
+//! // Two Codis proxies (or Redis servers) sharing one password, database and client name
+//! // (a proxy that refuses `CLIENT SETNAME`, as Codis and twemproxy do, is warned about once
+//! // and its connections stay unnamed).
 //! let manager = RedisManager::new("redis://:s3cret@placeholder/2?client_name=billing")?;
 //! let pool = Pool::builder(manager)
 //!     .backends([Backend::new("10.0.0.1:19000"), Backend::new("10.0.0.2:19000")])
@@ -62,18 +64,21 @@
 //! - a command future was dropped before its reply arrived (a cancelled `BLPOP` would otherwise
 //!   hold up the next user's commands behind it, a cancelled `EXEC` leaves the transaction's
 //!   fate unknown): the connection is never desynchronised for the next user, only closed;
-//! - it is inside `MULTI` (until `EXEC` or `DISCARD`) or has keys `WATCH`ed (until `EXEC`,
-//!   `DISCARD` or `UNWATCH`);
+//! - it is inside `MULTI` (until `EXEC` or `DISCARD`) or has keys `WATCH`ed (until a
+//!   transaction's `EXEC` or `DISCARD`, or `UNWATCH`; an `EXEC` or `DISCARD` outside `MULTI` is
+//!   an error that leaves the `WATCH` in force);
 //! - it ever sent `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE` or `MONITOR` (such a connection
 //!   carries a stream of messages that the next user would read as replies);
 //! - it changed its session: `SELECT` of another database than the URL's, `AUTH`, `HELLO`,
-//!   `RESET`, `QUIT` or `CLIENT REPLY`;
+//!   `RESET`, `QUIT`, `READONLY`, `READWRITE`, or `CLIENT` `REPLY`, `SETNAME`, `TRACKING`,
+//!   `NO-EVICT` or `NO-TOUCH` (the next user would inherit it);
 //! - its driver task has ended (the server closed the socket).
 //!
 //! An error *reply* (`-ERR ...`, for instance a Codis proxy's `ERR backend conn reset`, or
 //! `WRONGTYPE`) is a command error, not a broken connection: the connection stays reusable.
 //! A transaction built with [`redis::pipe().atomic()`](::redis::Pipeline::atomic) sends
-//! `MULTI ... EXEC` in one go and leaves the connection clean.
+//! `MULTI ... EXEC` in one go and leaves the connection clean, also after a `WATCH` (the
+//! usual optimistic lock: `WATCH`, read, then an atomic pipeline).
 //!
 //! An I/O error on a connection names its server (`redis connection to 10.0.0.1:19000:
 //! Connection reset by peer`) and keeps its `io::ErrorKind`, so
@@ -100,6 +105,8 @@ pub use ::redis;
 
 use std::fmt;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -151,6 +158,8 @@ pub struct RedisManager {
     /// `CLIENT SETNAME` after connecting, from the URL's `client_name` parameter.
     client_name: Option<String>,
     response_timeout: Option<Duration>,
+    /// Set once a server refused `CLIENT SETNAME` (warned about once per manager).
+    name_refused: Arc<AtomicBool>,
 }
 
 impl RedisManager {
@@ -160,8 +169,9 @@ impl RedisManager {
     ///
     /// # Errors
     ///
-    /// A [`RedisError`] of kind [`ErrorKind::InvalidClientConfig`] when the URL does not parse
-    /// or is not a TCP (`redis://`) URL.
+    /// A [`RedisError`] of kind [`ErrorKind::InvalidClientConfig`] when the URL does not parse,
+    /// is not a TCP (`redis://`) URL, or its `client_name` has a space or a control character
+    /// (which Redis refuses: every connect would fail).
     ///
     /// # Example
     ///
@@ -186,6 +196,15 @@ impl RedisManager {
             .find(|(k, _)| k == "client_name")
             .map(|(_, v)| v.into_owned())
             .filter(|v| !v.is_empty());
+        if let Some(name) = &client_name {
+            if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "client_name may not contain spaces or control characters",
+                    name.clone(),
+                )));
+            }
+        }
         let info = parsed.into_connection_info()?;
         let (host, port) = match info.addr() {
             ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
@@ -202,6 +221,7 @@ impl RedisManager {
             info: info.redis_settings().clone(),
             client_name,
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
+            name_refused: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -214,7 +234,9 @@ impl RedisManager {
     }
 
     /// Sets (or, with `None`, clears) the name each connection gives itself with
-    /// `CLIENT SETNAME`, overriding the URL's `client_name`. Names may not contain spaces.
+    /// `CLIENT SETNAME`, overriding the URL's `client_name`. Names may not contain spaces (Redis
+    /// refuses them, and every connect then fails with its error). A proxy that does not offer
+    /// `CLIENT` (Codis, twemproxy) is warned about once; its connections stay unnamed.
     #[must_use]
     pub fn with_client_name(mut self, name: Option<&str>) -> Self {
         self.client_name = name.map(str::to_owned);
@@ -307,11 +329,27 @@ impl Manager for RedisManager {
             peer: target.to_string(),
         };
         if let Some(name) = &self.client_name {
-            ::redis::cmd("CLIENT")
+            // On the inner connection: the pool's own setup is not a user's session change.
+            let named = ::redis::cmd("CLIENT")
                 .arg("SETNAME")
                 .arg(name)
-                .query_async::<()>(&mut conn)
-                .await?;
+                .query_async::<()>(&mut conn.inner)
+                .await;
+            match named {
+                Ok(()) => {}
+                // An error reply: a proxy that does not offer CLIENT (Codis, twemproxy). The
+                // connection works; it just has no name.
+                Err(e) if matches!(e.kind(), ErrorKind::Server(_) | ErrorKind::Extension) => {
+                    // Relaxed: only decides whether this is the first warning.
+                    if !self.name_refused.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            backend = %conn.peer, error = %e,
+                            "connpool::redis: CLIENT SETNAME refused; connections stay unnamed"
+                        );
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         tracing::debug!(backend = %conn.peer, db = conn.db, "connpool::redis: connected");
         Ok(conn)
@@ -457,10 +495,7 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            for cmd in pipeline.cmd_iter() {
-                self.state.before(cmd, self.db);
-            }
-            // `atomic()` pipelines wrap their commands in MULTI/EXEC themselves: net effect nil.
+            self.state.before_pipeline(pipeline, self.db);
             let result = self
                 .inner
                 .req_packed_commands(pipeline, offset, count)
@@ -561,7 +596,10 @@ impl State {
         if is("MULTI") {
             self.set(Self::MULTI);
         } else if is("EXEC") || is("DISCARD") {
-            self.clear(Self::MULTI | Self::WATCH);
+            // Outside MULTI both are errors that change nothing: a WATCH stays in force.
+            if self.has(Self::MULTI) {
+                self.clear(Self::MULTI | Self::WATCH);
+            }
         } else if is("WATCH") {
             self.set(Self::WATCH);
         } else if is("UNWATCH") {
@@ -584,13 +622,34 @@ impl State {
             || is("HELLO")
             || is("RESET")
             || is("QUIT")
+            || is("READONLY")
+            || is("READWRITE")
             || (is("CLIENT")
-                && args
-                    .next()
-                    .is_some_and(|s| s.eq_ignore_ascii_case(b"REPLY")))
+                && args.next().is_some_and(|sub| {
+                    ["REPLY", "SETNAME", "TRACKING", "NO-EVICT", "NO-TOUCH"]
+                        .iter()
+                        .any(|s| sub.eq_ignore_ascii_case(s.as_bytes()))
+                }))
         {
             self.set(Self::SESSION);
         }
+    }
+
+    /// [`before`](Self::before) for each command of `pipeline`. An atomic pipeline sends its
+    /// commands between a `MULTI` and an `EXEC` of its own (not among `cmd_iter`'s): counted
+    /// as such, so it ends a `WATCH` as a transaction does.
+    fn before_pipeline(&mut self, pipeline: &Pipeline, db: i64) {
+        let atomic = pipeline.is_transaction();
+        if atomic {
+            self.set(Self::MULTI);
+        }
+        for cmd in pipeline.cmd_iter() {
+            self.before(cmd, db);
+        }
+        if atomic {
+            self.clear(Self::MULTI | Self::WATCH);
+        }
+        self.set(Self::IN_FLIGHT);
     }
 }
 
@@ -643,6 +702,32 @@ mod tests {
         assert!(after(&[c(&["WATCH", "k"]), c(&["UNWATCH"])]).is_clean());
         assert!(after(&[c(&["WATCH", "k"]), c(&["MULTI"]), c(&["EXEC"])]).is_clean());
         assert!(after(&[c(&["WATCH", "k"]), c(&["MULTI"])]).has(State::WATCH | State::MULTI));
+        // Outside MULTI, EXEC and DISCARD are errors: the WATCH stays.
+        assert!(after(&[c(&["WATCH", "k"]), c(&["DISCARD"])]).has(State::WATCH));
+        assert!(after(&[c(&["WATCH", "k"]), c(&["EXEC"])]).has(State::WATCH));
+    }
+
+    #[test]
+    fn an_atomic_pipeline_is_a_transaction() {
+        let mut s = State::default();
+        s.before(&c(&["WATCH", "k"]), 0);
+        let mut p = ::redis::pipe();
+        p.atomic().cmd("SET").arg("k").arg("v").cmd("INCR").arg("n");
+        s.before_pipeline(&p, 0);
+        s.clear(State::IN_FLIGHT);
+        assert!(s.is_clean(), "{s:?}");
+        // A plain pipeline does not end the WATCH; one with SUBSCRIBE stays dirty.
+        let mut s = State::default();
+        s.before(&c(&["WATCH", "k"]), 0);
+        let mut p = ::redis::pipe();
+        p.cmd("SET").arg("k").arg("v");
+        s.before_pipeline(&p, 0);
+        assert!(s.has(State::WATCH));
+        let mut s = State::default();
+        let mut p = ::redis::pipe();
+        p.atomic().cmd("SUBSCRIBE").arg("ch");
+        s.before_pipeline(&p, 0);
+        assert!(s.has(State::SUBSCRIBED));
     }
 
     #[test]
@@ -657,11 +742,18 @@ mod tests {
             c(&["RESET"]),
             c(&["QUIT"]),
             c(&["CLIENT", "reply", "off"]),
+            c(&["CLIENT", "SETNAME", "x"]),
+            c(&["client", "tracking", "on"]),
+            c(&["CLIENT", "NO-EVICT", "on"]),
+            c(&["CLIENT", "NO-TOUCH", "on"]),
+            c(&["READONLY"]),
+            c(&["READWRITE"]),
         ] {
             let s = after(&[cmd.clone(), c(&["EXEC"]), c(&["UNWATCH"])]);
             assert!(!s.is_clean(), "{:?} should leave the connection dirty", cmd);
         }
-        assert!(after(&[c(&["CLIENT", "SETNAME", "x"]), c(&["GET", "k"])]).is_clean());
+        // Reading about the session changes nothing.
+        assert!(after(&[c(&["CLIENT", "GETNAME"]), c(&["CLIENT", "ID"])]).is_clean());
     }
 
     #[test]
@@ -701,10 +793,15 @@ mod tests {
 
     #[test]
     fn url_template() {
-        let m = RedisManager::new("redis://u:p%40ss@example.com:7000/5?client_name=a%20b").unwrap();
+        let m = RedisManager::new("redis://u:p%40ss@example.com:7000/5?client_name=a-b").unwrap();
         assert_eq!((m.host.as_str(), m.port, m.db()), ("example.com", 7000, 5));
         assert_eq!(m.info.password(), Some("p@ss"));
-        assert_eq!(m.client_name(), Some("a b"));
+        assert_eq!(m.client_name(), Some("a-b"));
+        // Names Redis would refuse on every connect are refused here, at once.
+        for bad in ["a%20b", "a%0Ab", "a%09b"] {
+            let e = RedisManager::new(&format!("redis://h/?client_name={bad}")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidClientConfig, "{bad}: {e}");
+        }
         assert!(!format!("{m:?}").contains("p@ss"));
         let m = RedisManager::new("redis://127.0.0.1").unwrap();
         assert_eq!((m.port, m.db(), m.client_name()), (6379, 0, None));

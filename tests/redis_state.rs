@@ -55,6 +55,11 @@ async fn dirty_connections_are_closed_not_reused() {
     let cases: &[(&str, &[&[&str]])] = &[
         ("multi", &[&["MULTI"], &["SET", "k", "from-multi"]]),
         ("watch", &[&["WATCH", "k"]]),
+        // Outside MULTI, DISCARD and EXEC are errors that leave the WATCH in force.
+        ("watch-discard", &[&["WATCH", "k"], &["DISCARD"]]),
+        ("watch-exec", &[&["WATCH", "k"], &["EXEC"]]),
+        // The next user would inherit another client name.
+        ("setname", &[&["CLIENT", "SETNAME", "someone-else"]]),
         ("subscribe", &[&["SUBSCRIBE", "news"]]),
         ("psubscribe", &[&["PSUBSCRIBE", "news.*"]]),
         ("monitor", &[&["MONITOR"]]),
@@ -69,7 +74,12 @@ async fn dirty_connections_are_closed_not_reused() {
             for a in &args[1..] {
                 cmd.arg(*a);
             }
-            let _: Value = cmd.query_async(&mut *conn).await.expect("command");
+            let r: redis::RedisResult<Value> = cmd.query_async(&mut *conn).await;
+            if let Err(e) = r {
+                // Only the error replies of EXEC and DISCARD without MULTI are expected.
+                let expected = matches!(args[0], "EXEC" | "DISCARD") && !e.is_io_error();
+                assert!(expected, "{name}: {args:?}: {e}");
+            }
         }
         assert!(!conn.is_reusable(), "{name}: connection should be dirty");
         drop(conn);
@@ -192,6 +202,21 @@ async fn closed_transactions_and_error_replies_keep_the_connection() {
         .query_async(&mut *conn)
         .await;
     assert!(r.is_err(), "INCR on a string fails inside EXEC");
+    // The optimistic lock: WATCH, then an atomic pipeline (its MULTI and EXEC are the
+    // pipeline's own, not among its commands): the transaction ends the WATCH.
+    redis::cmd("WATCH")
+        .arg("w")
+        .query_async::<()>(&mut *conn)
+        .await
+        .unwrap();
+    let (n,): (i64,) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg("w")
+        .query_async(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
     // SELECT of the URL's own database is harmless.
     redis::cmd("SELECT")
         .arg(0)
@@ -386,5 +411,72 @@ async fn async_commands_and_detach_work() {
     assert_eq!(pool.status().size, 0);
     drop(own);
     assert!(server.wait_client_gone(id, GONE_WITHIN).await);
+    pool.close().await;
+}
+
+/// A stand-in for a Codis proxy: answers RESP commands, refusing `CLIENT` as Codis does.
+async fn refuses_client(stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    loop {
+        // One command: an array of bulk strings.
+        line.clear();
+        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let n: usize = line.trim().trim_start_matches('*').parse().unwrap_or(0);
+        let mut name = None;
+        for _ in 0..n {
+            line.clear();
+            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let len: usize = line.trim().trim_start_matches('$').parse().unwrap_or(0);
+            let mut arg = vec![0; len + 2];
+            if r.read_exact(&mut arg).await.is_err() {
+                return;
+            }
+            name.get_or_insert_with(|| String::from_utf8_lossy(&arg[..len]).to_uppercase());
+        }
+        let reply = match name.as_deref() {
+            Some("CLIENT") => "-ERR handle request, command 'CLIENT' is not allowed\r\n",
+            Some("PING") => "+PONG\r\n",
+            _ => "+OK\r\n",
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A client name is asked for, and the proxy refuses `CLIENT SETNAME`: the connection still
+/// serves (unnamed), and nothing counts as a failed connect.
+#[tokio::test]
+async fn a_proxy_that_refuses_client_setname_still_serves() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(refuses_client(s));
+        }
+    });
+    let manager = RedisManager::new("redis://placeholder/?client_name=billing").unwrap();
+    let pool = Pool::builder(manager)
+        .backends([Backend::new(addr)])
+        .max_size(2)
+        .build()
+        .unwrap();
+    let mut conn = pool
+        .get()
+        .await
+        .expect("connects although SETNAME is refused");
+    let v: String = redis::cmd("PING").query_async(&mut *conn).await.unwrap();
+    assert_eq!(v, "PONG");
+    assert!(conn.is_reusable(), "{conn:?}");
+    drop(conn);
+    let s = pool.stats();
+    assert_eq!((s.connects, s.connect_errors), (1, 0));
     pool.close().await;
 }
