@@ -590,6 +590,22 @@ fn v2_error(v: &serde_json::Value) -> Option<(i64, String, Option<u64>)> {
     Some((code, format!("{message} ({cause})"), index))
 }
 
+/// Why a v2 reply could not be read: its status and the start of its body. A 404 that is not
+/// JSON is what an etcd without the v2 API answers (off by default since etcd 3.4, gone in
+/// 3.6): said so, since the fix is on the server.
+fn not_json(what: &str, status: u16, body: &[u8], e: &serde_json::Error) -> String {
+    let hint = if status == 404 {
+        " (is etcd's v2 API enabled? etcd 3.4 and 3.5 serve it only with --enable-v2, and \
+         3.6 removed it; codis-proxy registers through it)"
+    } else {
+        ""
+    };
+    format!(
+        "etcd v2: {what}HTTP {status}: body is not JSON ({e}){hint}: {:?}",
+        String::from_utf8_lossy(&body[..body.len().min(200)])
+    )
+}
+
 /// Parses the reply to `GET /v2/keys<dir>?recursive=true`. A missing directory (error 100,
 /// "Key not found") is an empty listing.
 fn parse_v2_listing(
@@ -597,12 +613,8 @@ fn parse_v2_listing(
     etcd_index: Option<u64>,
     body: &[u8],
 ) -> Result<V2Listing, String> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "etcd v2: HTTP {status}: body is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        )
-    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| not_json("", status, body, &e))?;
     if let Some((code, message, index)) = v2_error(&v) {
         return if code == 100 {
             Ok(V2Listing {
@@ -658,12 +670,8 @@ enum V2Wait {
 }
 
 fn parse_v2_wait(status: u16, body: &[u8]) -> Result<V2Wait, String> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        format!(
-            "etcd v2: watch: HTTP {status}: body is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        )
-    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| not_json("watch: ", status, body, &e))?;
     if let Some((code, message, _)) = v2_error(&v) {
         return if code == 401 {
             Ok(V2Wait::Cleared(message))
@@ -740,14 +748,15 @@ impl Etcd {
                             }
                             Ok(V2Wait::Cleared(why)) => {
                                 index = None;
-                                report(
-                                    updates,
-                                    &format!(
-                                        "etcd v2: watch on {dir} from index {}: event index \
+                                // Not an error: a busy store moves its 1,000-event history
+                                // on; reading everything again is the normal answer.
+                                let message = format!(
+                                    "etcd v2: watch on {dir} from index {}: event index \
                                          cleared ({why}); reading everything again",
-                                        i.saturating_add(1)
-                                    ),
+                                    i.saturating_add(1)
                                 );
+                                tracing::info!("connpool: {message}");
+                                updates.warn(&message);
                                 continue;
                             }
                             Err(why) => Some(why),
@@ -1055,6 +1064,11 @@ mod tests {
             parse_v2_listing(200, None, b"{\"action\":\"get\",\"node\":{\"dir\":true}}").is_err()
         );
         assert!(parse_v2_listing(500, Some(1), b"<html>").is_err());
+        // An etcd without the v2 API: the error says what to change on the server.
+        let e = parse_v2_listing(404, None, b"404 page not found\n").unwrap_err();
+        assert!(e.contains("--enable-v2"), "{e}");
+        let e = parse_v2_wait(404, b"404 page not found\n").err().unwrap();
+        assert!(e.contains("--enable-v2"), "{e}");
         assert!(parse_v2_listing(
             403,
             Some(1),
