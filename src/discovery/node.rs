@@ -5,10 +5,13 @@
 //! - JSON with the address under `addr`, `proxy_addr` or `proto_addr` (the first of them
 //!   that holds a string is used; an empty one makes the node malformed);
 //!   the backend is offline when `state` is present and not `"online"`, or `online` is
-//!   `false` (Codis 2.x and 3.x proxies, Jodis); an optional `weight` (a whole number
+//!   `false` (Codis 2.x and 3.x proxies, Jodis), and an offline record is skipped whatever
+//!   its address; an optional `weight` (a whole number
 //!   0..=4294967295, or a string of one) sets [`Backend::with_weight`], and any other
 //!   `weight` makes the node malformed;
 //! - plain `host:port` text (surrounding whitespace ignored).
+//!
+//! An address is `host:port` with a numeric port; an IPv6 host is bracketed (`[::1]:6379`).
 
 use crate::backends::Backend;
 
@@ -32,6 +35,14 @@ pub(crate) fn parse_node(id: &str, data: &[u8]) -> Result<NodeData, String> {
     if text.starts_with('{') {
         let v: serde_json::Value =
             serde_json::from_str(text).map_err(|e| format!("node {id}: malformed JSON: {e}"))?;
+        // Offline first: a record that says it is offline is skipped whatever else it holds
+        // (a proxy going down may clear its address), without a warning.
+        let state = v.get("state");
+        if state.is_some_and(|s| s.as_str() != Some("online"))
+            || v.get("online").and_then(|o| o.as_bool()) == Some(false)
+        {
+            return Ok(NodeData::Offline);
+        }
         let addr = ["addr", "proxy_addr", "proto_addr"]
             .iter()
             .find_map(|k| v.get(*k).and_then(|a| a.as_str()))
@@ -39,19 +50,11 @@ pub(crate) fn parse_node(id: &str, data: &[u8]) -> Result<NodeData, String> {
             .filter(|a| !a.is_empty())
             .ok_or_else(|| format!("node {id}: JSON has no addr, proxy_addr or proto_addr"))?;
         check_addr(id, addr)?;
-        if let Some(state) = v.get("state") {
-            if state.as_str() != Some("online") {
-                return Ok(NodeData::Offline);
-            }
-        }
-        if v.get("online").and_then(|o| o.as_bool()) == Some(false) {
-            return Ok(NodeData::Offline);
-        }
         let mut b = Backend::new(addr).with_id(id);
         if let Some(w) = v.get("weight") {
             b = b.with_weight(parse_weight(id, w)?);
         }
-        if let Some(state) = v.get("state").and_then(|s| s.as_str()) {
+        if let Some(state) = state.and_then(|s| s.as_str()) {
             b = b.with_label("state", state);
         }
         return Ok(NodeData::Online(b));
@@ -76,11 +79,18 @@ fn parse_weight(id: &str, w: &serde_json::Value) -> Result<u32, String> {
     })
 }
 
-/// A usable address is `host:port` with a numeric port and no whitespace.
+/// A usable address is `host:port` with a numeric port and no whitespace; an IPv6 host is
+/// bracketed (`[::1]:6379`: unbracketed, `::1:6379` cannot be told from a port, and does not
+/// dial).
 fn check_addr(id: &str, addr: &str) -> Result<(), String> {
     let ok = match addr.rsplit_once(':') {
         Some((host, port)) => {
-            !host.is_empty() && port.parse::<u16>().is_ok() && !addr.contains(char::is_whitespace)
+            let bracketed = host.starts_with('[') && host.ends_with(']') && host.len() > 2;
+            let v6 = host.contains([':', '[', ']']);
+            !host.is_empty()
+                && (!v6 || bracketed)
+                && port.parse::<u16>().is_ok()
+                && !addr.contains(char::is_whitespace)
         }
         None => false,
     };
@@ -130,6 +140,23 @@ mod tests {
             Ok(on("h:2"))
         );
         assert!(parse_node("n", br#"{"addr":" ","proxy_addr":"h:2"}"#).is_err());
+        // An offline record is skipped whatever its address (even none, or a bad one).
+        for offline in [
+            &br#"{"state":"offline"}"#[..],
+            br#"{"addr":"","state":"offline"}"#,
+            br#"{"addr":"nonsense","online":false}"#,
+        ] {
+            assert_eq!(
+                parse_node("n", offline),
+                Ok(NodeData::Offline),
+                "{offline:?}"
+            );
+        }
+        // IPv6 hosts are bracketed.
+        assert_eq!(parse_node("n", b"[::1]:6379"), Ok(on("[::1]:6379")));
+        for bad in [&b"::1:6379"[..], b"[]:6379", br#"{"addr":"fe80::1:80"}"#] {
+            assert!(parse_node("n", bad).is_err(), "{bad:?}");
+        }
         assert_eq!(
             parse_node("n", br#"{"addr":"h:1","state":"offline"}"#),
             Ok(NodeData::Offline)
