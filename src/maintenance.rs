@@ -36,6 +36,9 @@ pub(crate) fn spawn<M: Manager>(inner: &Arc<PoolInner<M>>) {
     let weak = Arc::downgrade(inner);
     let every = interval(&inner.config);
     tokio::spawn(async move {
+        // The backends the last publication labelled (their gauges are zeroed once they leave).
+        #[cfg(feature = "metrics")]
+        let mut labelled = Vec::new();
         loop {
             {
                 let Some(inner) = weak.upgrade() else { return };
@@ -50,7 +53,7 @@ pub(crate) fn spawn<M: Manager>(inner: &Arc<PoolInner<M>>) {
                     () = inner.closed() => return,
                 }
                 #[cfg(feature = "metrics")]
-                crate::metrics::publish(&inner);
+                crate::metrics::publish(&inner, &mut labelled);
                 let listener = inner.shutdown.listen();
                 if inner.is_closed() {
                     return;

@@ -8,14 +8,34 @@
 //! `connpool_backend_online`. Counters (absolute): `connpool_<field>_total` for every counter
 //! field of `Stats`, `connpool_wait_microseconds_total` for its wait time (whole
 //! microseconds: the facade's counters are integers, and seconds would drop every wait
-//! shorter than one), and per backend `connpool_backend_connect_errors_total`.
+//! shorter than one), and per backend `connpool_backend_connect_errors_total`. A backend that
+//! leaves the list has its gauges set to 0 once (the facade cannot delete a series), so no
+//! removed backend shows connections it no longer has.
 
 use crate::manager::Manager;
 use crate::pool::PoolInner;
 
-pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>) {
+/// Publishes everything; `labelled` holds the backends the last call published, and is
+/// updated.
+pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>, labelled: &mut Vec<String>) {
     let name = inner.config.name.clone();
     let status = inner.status();
+    for gone in labelled
+        .iter()
+        .filter(|a| !status.backends.iter().any(|b| &b.addr == *a))
+    {
+        let labels = [("pool", name.clone()), ("backend", gone.clone())];
+        for key in [
+            "connpool_backend_size",
+            "connpool_backend_idle",
+            "connpool_backend_in_use",
+            "connpool_backend_weight",
+            "connpool_backend_online",
+        ] {
+            metrics::gauge!(key, &labels).set(0.0);
+        }
+    }
+    *labelled = status.backends.iter().map(|b| b.addr.clone()).collect();
     let g = |key: &'static str, v: usize| {
         metrics::gauge!(key, "pool" => name.clone()).set(v as f64);
     };

@@ -127,5 +127,51 @@ async fn gauges_and_counters_are_published_with_the_pool_label() {
         find(&snap, "connpool_backend_connect_errors_total"),
         Some((MetricKind::Counter, _))
     ));
+    assert_eq!(backend_gauge(&snap, "connpool_backend_size", ""), Some(2.0));
     drop(held);
+
+    // The backend leaves the list: its gauges go to 0 (they would otherwise keep showing
+    // its last connections forever). The debugging recorder zeroes a gauge as a snapshot
+    // reads it, so no snapshot is taken until a publication has followed the removal: first
+    // one that sets the old backend's gauges again, then the removal, then one more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pool.set_backends([connpool::Backend::new("other:1")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let snap: Snapshot = snapshotter.snapshot().into_vec();
+    assert_eq!(
+        backend_gauge(&snap, "connpool_backend_online", "other:1"),
+        Some(1.0),
+        "the new backend is published"
+    );
+    for g in [
+        "connpool_backend_size",
+        "connpool_backend_idle",
+        "connpool_backend_weight",
+        "connpool_backend_online",
+    ] {
+        assert_eq!(
+            backend_gauge(&snap, g, ""),
+            Some(0.0),
+            "{g} of the removed backend"
+        );
+    }
+}
+
+/// Gauge `name` of backend `addr` (pool `orders`) in one snapshot.
+fn backend_gauge(snap: &Snapshot, name: &str, addr: &str) -> Option<f64> {
+    snap.iter().find_map(|(k, _, _, v)| {
+        let key = k.key();
+        let labelled =
+            |l: &str, want: &str| key.labels().any(|x| x.key() == l && x.value() == want);
+        match v {
+            DebugValue::Gauge(g)
+                if key.name() == name
+                    && labelled("pool", "orders")
+                    && labelled("backend", addr) =>
+            {
+                Some(g.into_inner())
+            }
+            _ => None,
+        }
+    })
 }
