@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use connpool::redis::redis;
 use connpool::redis::RedisManager;
 use connpool::{Backend, Pool};
 use support::redis_server::RedisServer;
+use support::Load;
 
 const TASKS: usize = 64;
 /// A bound that catches a hang, not a speed.
@@ -90,21 +91,19 @@ async fn a_killed_backend_fails_only_its_own_requests() {
         .unwrap();
 
     let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let (pool, tally, stop, addrs) = (pool.clone(), tally.clone(), stop.clone(), addrs.clone());
-        tasks.push(tokio::spawn(async move {
-            let key = format!("k{t}");
-            // Relaxed: a flag polled in a loop; the join below is the synchronisation.
-            while !stop.load(Ordering::Relaxed) {
+    let load = {
+        let (pool, tally, addrs) = (pool.clone(), tally.clone(), addrs.clone());
+        Load::spawn(TASKS, move |t| {
+            let (pool, tally, addrs) = (pool.clone(), tally.clone(), addrs.clone());
+            async move {
+                let key = format!("k{t}");
                 let mut conn = match pool.get().await {
                     Ok(c) => c,
                     Err(e) => {
                         tally.get_errors.fetch_add(1, Ordering::Relaxed);
                         tally.sample(format!("get: {e}"));
                         tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
+                        return;
                     }
                 };
                 let on = conn.backend().addr().to_owned();
@@ -126,8 +125,8 @@ async fn a_killed_backend_fails_only_its_own_requests() {
                     }
                 }
             }
-        }));
-    }
+        })
+    };
 
     // Healthy: both backends serve, nothing fails.
     wait_for("both backends serving", || {
@@ -168,11 +167,7 @@ async fn a_killed_backend_fails_only_its_own_requests() {
     })
     .await;
 
-    // Relaxed: see the loop.
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    load.stop(WITHIN).await;
     let samples = tally.samples.lock().unwrap().clone();
     // The blast radius: nothing failed on the live backend's connections, and no get failed
     // (every dial to the dead backend failed over to the live one).

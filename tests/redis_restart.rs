@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use connpool::redis::redis;
 use connpool::redis::RedisManager;
 use connpool::{Backend, Pool};
 use support::redis_server::RedisServer;
+use support::Load;
 
 const TASKS: usize = 256;
 const MAX_SIZE: usize = 32;
@@ -75,14 +76,12 @@ async fn kill_9_and_restart_under_load() {
         .unwrap();
 
     let tally = Arc::new(Tally::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let (pool, tally, stop, addr) = (pool.clone(), tally.clone(), stop.clone(), addr.clone());
-        tasks.push(tokio::spawn(async move {
-            let key = format!("k{t}");
-            // Relaxed: a flag polled in a loop; the join below is the synchronisation.
-            while !stop.load(Ordering::Relaxed) {
+    let load = {
+        let (pool, tally, addr) = (pool.clone(), tally.clone(), addr.clone());
+        Load::spawn(TASKS, move |t| {
+            let (pool, tally, addr) = (pool.clone(), tally.clone(), addr.clone());
+            async move {
+                let key = format!("k{t}");
                 let t0 = Instant::now();
                 let got = pool.get().await;
                 tally
@@ -102,7 +101,7 @@ async fn kill_9_and_restart_under_load() {
                         }
                         tally.sample(format!("get: {text}"));
                         tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
+                        return;
                     }
                 };
                 let t1 = Instant::now();
@@ -131,8 +130,8 @@ async fn kill_9_and_restart_under_load() {
                     }
                 }
             }
-        }));
-    }
+        })
+    };
 
     // Blockers: each holds one connection and loops on `BLPOP key 1`, so that commands are
     // certainly in flight when the server dies. Each must end with an error saying the
@@ -231,13 +230,7 @@ async fn kill_9_and_restart_under_load() {
     );
 
     // Every task finishes: nothing hangs.
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        tokio::time::timeout(WAIT_TIMEOUT + RESPONSE_TIMEOUT + SLACK, t)
-            .await
-            .expect("a task hung")
-            .expect("a task panicked");
-    }
+    load.stop(WAIT_TIMEOUT + RESPONSE_TIMEOUT + SLACK).await;
 
     let stats = pool.stats();
     let status = pool.status();
