@@ -219,6 +219,12 @@ pub(crate) enum Picked {
 /// The live list plus the round-robin cursor.
 pub(crate) struct Backends {
     set: ArcSwap<BackendSet>,
+    /// Held by `replace` from its read of the list to its marking of the removed entries:
+    /// two concurrent replacements (discovery's and a user's `set_backends`) would otherwise
+    /// each build on the same old list, and one could store an entry the other had just
+    /// marked removed (listed, yet closing every connection it opens). Lists change rarely;
+    /// no get takes it.
+    writer: crate::sync::Mutex<()>,
     cursor: CachePadded<AtomicUsize>,
     epoch: Instant,
     backoff: BackoffPolicy,
@@ -282,6 +288,7 @@ impl Backends {
             // Random start, as Codis' Jodis client does: many processes built at once do not all
             // dial the first backend first.
             cursor: CachePadded::new(AtomicUsize::new(fastrand::usize(..))),
+            writer: crate::sync::Mutex::new(()),
             epoch,
             backoff,
         }
@@ -296,6 +303,9 @@ impl Backends {
     pub(crate) fn replace(&self, list: Vec<Backend>) -> Change {
         let list = dedup(list);
         let weights: Vec<u32> = list.iter().map(Backend::weight).collect();
+        // A panic cannot leave the lists half-replaced (the store is one step): a poisoned
+        // lock is taken over.
+        let _writing = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.set.load_full();
         let mut added = Vec::new();
         let mut reweighted = Vec::new();
