@@ -113,7 +113,8 @@ impl<M: Manager> Builder<M> {
         test_on_borrow: TestOnBorrow => test_on_borrow;
         /// Check idle connections quiet this long, in the background. Default `None`.
         keepalive: Option<Duration> => keepalive;
-        /// Consecutive failed background checks before closing a connection. Default 3.
+        /// Consecutive failed background checks before closing a connection, a keepalive
+        /// interval apart (a check that times out or panics closes it at once). Default 3.
         check_retries: u32 => check_retries;
         /// How new connections are spread over backends. Default round-robin.
         balance: Balance => balance;

@@ -63,7 +63,9 @@ pub struct Config {
     /// `timeout`.
     pub keepalive: Option<Duration>,
     /// Consecutive failed background checks before an idle connection is closed
-    /// (PingMaxRetries). Default 3: one lost packet does not cost a connection.
+    /// (PingMaxRetries), a `keepalive` interval apart. Default 3: one lost packet does not
+    /// cost a connection. A check that times out or panics closes the connection at once (its
+    /// state is unknown: a reply may still be on its way).
     pub check_retries: u32,
     /// How new connections are spread over the backends. Default round-robin.
     pub balance: Balance,

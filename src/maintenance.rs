@@ -15,7 +15,7 @@ use crate::events::CloseReason;
 use crate::idle::Token;
 use crate::lanes::Lane;
 use crate::manager::Manager;
-use crate::pool::PoolInner;
+use crate::pool::{CheckFailure, PoolInner};
 use crate::sync::{Arc, Instant};
 
 /// The shortest pause between passes, whatever the settings.
@@ -102,16 +102,28 @@ impl<M: Manager> PoolInner<M> {
                 unreachable!("the unit holds the connection")
             };
             // No get waits on it: only `check_timeout` bounds the check.
-            let failed = self.check_conn(c, None).await.is_err();
+            let checked = self.check_conn(c, None).await;
             // Closed after `check_retries` failures in a row, or at once when the manager says
-            // the failure broke it (a dead socket is not worth another try). A connection kept
-            // after a failure is checked again before it is lent.
-            if failed
-                && (c.meta.failed_checks >= self.config.check_retries
-                    || !crate::engine::Hooks::is_reusable(self, &mut c.conn))
-            {
+            // the failure broke it (a dead socket is not worth another try), or when the check
+            // was cut short (timed out or panicked: its state is unknown, a reply may still be
+            // on its way). A connection kept after a failure is checked again before it is
+            // lent, and pinged again a keepalive interval later.
+            let close = match &checked {
+                Ok(()) => false,
+                Err(CheckFailure::Failed(_)) => {
+                    c.meta.failed_checks >= self.config.check_retries
+                        || !crate::engine::Hooks::is_reusable(self, &mut c.conn)
+                }
+                Err(_) => true,
+            };
+            if close {
                 let c = unit.take_conn();
                 self.close_conn(c, CloseReason::CheckFailed);
+            } else if let Some(reason) = self.stale_reason(&c.meta, Instant::now()) {
+                // Its backend left the list during the ping (the purge could not see it):
+                // closed now, not left queued.
+                let c = unit.take_conn();
+                self.close_conn(c, reason);
             } else {
                 self.requeue(unit.take_conn());
             }

@@ -861,6 +861,9 @@ impl<M: Manager> PoolInner<M> {
             }
             Err(failure) => {
                 c.failed_checks = c.failed_checks.saturating_add(1);
+                // A failed check is a check too: keepalive tries again a keepalive interval
+                // later, not at once (which would spend every retry in one pass).
+                c.last_checked = c.backend.stamp(Instant::now());
                 stats::bump(&self.counters.check_failures);
                 let msg = failure.message();
                 tracing::warn!(pool = %self.config.name, backend = addr, error = %msg, "connpool: check failed");

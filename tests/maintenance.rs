@@ -252,3 +252,83 @@ async fn maintenance_interval_sets_how_often_the_pool_is_swept() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(pool.status().idle, 1, "refilled by the next sweep");
 }
+
+/// A failed ping is retried a keepalive interval later, not on the next pass: `check_retries`
+/// tolerates an outage as long as `check_retries` keepalive intervals, not a burst of pings
+/// milliseconds apart.
+#[tokio::test(start_paused = true)]
+async fn a_failed_ping_is_retried_a_keepalive_interval_later() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .keepalive(Some(Duration::from_secs(5)))
+        .check_retries(3)
+        .idle_timeout(None)
+        .maintenance_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    m.check_fault(Fault::Fail);
+    let checks = m.checks();
+    eventually("a failed ping", MIN, || m.checks() > checks).await;
+    let first = tokio::time::Instant::now();
+    eventually("a second failed ping", MIN, || m.checks() > checks + 1).await;
+    let gap = first.elapsed();
+    assert!(
+        gap >= Duration::from_millis(4_900),
+        "retried {gap:?} after the failure, not a keepalive interval"
+    );
+    assert_eq!(m.live(), 1, "kept: 2 of 3 failures");
+}
+
+/// A ping cut short (timed out or panicked) leaves the connection in an unknown state (its
+/// reply may still arrive): closed at once, whatever `check_retries` allows for failed pings.
+#[tokio::test(start_paused = true)]
+async fn a_ping_that_times_out_or_panics_closes_its_connection_at_once() {
+    for fault in [Fault::Hang, Fault::Panic] {
+        let m = Faulty::new();
+        let pool = Pool::builder(m.clone())
+            .keepalive(Some(Duration::from_secs(5)))
+            .check_timeout(Duration::from_secs(1))
+            .check_retries(3)
+            .idle_timeout(None)
+            .build()
+            .unwrap();
+        drop(pool.get().await.unwrap());
+        m.check_fault(fault);
+        let checks = m.checks();
+        eventually("closed after one cut-short ping", MIN, || m.live() == 0).await;
+        assert_eq!(
+            m.checks() - checks,
+            1,
+            "{fault:?}: closed after its first ping"
+        );
+        assert_eq!(pool.stats().check_failures, 1, "{fault:?}");
+    }
+}
+
+/// A backend removed while one of its idle connections is out for a ping: the purge cannot
+/// see that connection, so the ping's end closes it (not back into the queue).
+#[tokio::test(start_paused = true)]
+async fn a_connection_whose_backend_left_during_its_ping_is_closed() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .backends([connpool::Backend::new("a:1")])
+        .keepalive(Some(Duration::from_secs(5)))
+        .idle_timeout(None)
+        .build()
+        .unwrap();
+    drop(pool.get().await.unwrap());
+    m.check_fault(Fault::Delay(Duration::from_millis(500)));
+    let checks = m.checks();
+    eventually("the ping is in flight", MIN, || m.checks() > checks).await;
+    pool.set_backends([connpool::Backend::new("b:2")]);
+    assert_eq!(
+        m.live_to("a:1"),
+        1,
+        "out of the queue: the purge did not see it"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(m.live_to("a:1"), 0, "closed when its ping ended");
+    assert_eq!(pool.stats().closed_backend_gone, 1);
+    assert_eq!(pool.status().idle, 0);
+}
