@@ -29,8 +29,9 @@ pub struct Config {
     /// MaxActive). Default 10: enough for a busy service's one process, few enough that a fleet
     /// of processes does not exhaust a server's connection limit.
     pub max_size: usize,
-    /// Most idle connections kept; more are closed when they come back. Default: `max_size`
-    /// (`None` here), so a pool never closes a connection it will need again at its next peak.
+    /// Most idle connections kept; more are closed when they come back, unless a get is
+    /// waiting (it is handed the connection). Default: `max_size` (`None` here), so a pool
+    /// never closes a connection it will need again at its next peak.
     pub max_idle: Option<usize>,
     /// Ceiling for `Pool::set_max_size` (the idle queue's fixed capacity). Default 4 ×
     /// `max_size` (`None` here): room to grow without reallocating.

@@ -466,7 +466,10 @@ impl<C> Engine<C> {
             Some(CloseReason::NotReusable)
         } else if self.size() > self.max() {
             Some(CloseReason::Shrunk)
-        } else if self.idle_full() {
+        } else if self.idle_full() && self.admission.load().waiters() == 0 {
+            // Full: closed, unless a get waits for it (the connection then goes to that get,
+            // not to the idle queue; should the waiter leave first, it is queued above
+            // `max_idle` until the next sweep or return).
             Some(CloseReason::IdleFull)
         } else {
             None

@@ -367,3 +367,32 @@ async fn waiters_are_served_without_the_clock_moving() {
     assert_eq!((s.gets, s.timeouts), (64 * 20, 0));
     assert!(s.waits > 0, "getters did wait");
 }
+
+/// A full idle queue closes a returned connection only if no get waits for it: with
+/// `max_idle(0)` a return hands its connection to the waiting get (no close, no new dial),
+/// and the last return, with nobody waiting, closes it.
+#[tokio::test(start_paused = true)]
+async fn a_full_idle_queue_still_hands_a_returned_connection_to_a_waiter() {
+    let m = Faulty::new();
+    let pool = pool(&m, 1).max_idle(0).build().unwrap();
+    let held = pool.get().await.unwrap();
+    let p = pool.clone();
+    let waiter = tokio::spawn(async move { p.get().await.map(|c| c.id) });
+    while pool.status().waiters == 0 {
+        tokio::task::yield_now().await;
+    }
+    let id = held.id;
+    drop(held);
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        id,
+        "the same connection, handed over"
+    );
+    let s = pool.stats();
+    assert_eq!((s.connects, s.closed_idle), (1, 1), "{s:?}");
+    assert_eq!(
+        m.live(),
+        0,
+        "closed on the last return, with nobody waiting"
+    );
+}
