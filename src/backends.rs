@@ -228,6 +228,10 @@ pub(crate) struct Backends {
     cursor: CachePadded<AtomicUsize>,
     epoch: Instant,
     backoff: BackoffPolicy,
+    /// How long a claimed probe holds off other probes at least: the longest its connect may
+    /// take (the pool's `connect_timeout`). A backoff delay shorter than that would let a new
+    /// probe start while the last one still hangs on a blackholed backend.
+    probe_hold: Duration,
 }
 
 /// The result of `Backends::replace`: what changed.
@@ -291,7 +295,14 @@ impl Backends {
             writer: crate::sync::Mutex::new(()),
             epoch,
             backoff,
+            probe_hold: Duration::ZERO,
         }
+    }
+
+    /// Sets `probe_hold`: a claimed probe holds off other probes for at least `d`.
+    pub(crate) fn with_probe_hold(mut self, d: Duration) -> Self {
+        self.probe_hold = d;
+        self
     }
 
     pub(crate) fn snapshot(&self) -> Arc<BackendSet> {
@@ -474,7 +485,10 @@ impl Backends {
         if retry_at > now {
             return false;
         }
-        let next = now.saturating_add(nanos(self.backoff.delay(failures)));
+        // Held for the probe's whole connect at least: its outcome (`connect_failed`, or
+        // `connect_ok` clearing the backoff) sets `retry_at` anew when it ends.
+        let hold = self.backoff.delay(failures).max(self.probe_hold);
+        let next = now.saturating_add(nanos(hold));
         // AcqRel: the winner publishes its claim; losers see it and move on.
         e.retry_at
             .compare_exchange(retry_at, next, Ordering::AcqRel, Ordering::Relaxed)

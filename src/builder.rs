@@ -121,6 +121,8 @@ impl<M: Manager> Builder<M> {
         /// Most backends one get dials before it fails. Default 3.
         connect_attempts: usize => connect_attempts;
         /// First backoff of a failing backend (doubles per failure, jittered). Default 100 ms.
+        /// Once it has passed, one get probes the backend; others do not until that probe
+        /// ends (at most `connect_timeout`).
         backoff_base: Duration => backoff_base;
         /// Longest backoff of a failing backend. Default 10 s.
         backoff_max: Duration => backoff_max;
@@ -214,7 +216,8 @@ impl<M: Manager> Builder<M> {
                 base: config.backoff_base,
                 max: config.backoff_max,
             },
-        );
+        )
+        .with_probe_hold(config.connect_timeout);
         let has_discovery = discovery.is_some();
         let inner = Arc::new_cyclic(|weak: &Weak<PoolInner<M>>| {
             let updates = has_discovery.then(|| UpdatesShared::new(reporter(weak.clone())));

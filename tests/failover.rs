@@ -299,3 +299,38 @@ async fn try_get_passes_over_a_connection_whose_background_check_failed() {
         "only the suspect is checked on borrow"
     );
 }
+
+/// One probe at a time, for as long as it takes: while a probe of a failing backend hangs
+/// (a blackholed host, up to `connect_timeout`), other gets do not start probes of their own
+/// every time the (shorter) backoff passes; they fail fast instead.
+#[tokio::test(start_paused = true)]
+async fn a_hanging_probe_holds_off_other_probes_for_its_connect_timeout() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .backends([Backend::new("a:1")])
+        .max_size(32)
+        .connect_timeout(Duration::from_secs(1))
+        .backoff_base(Duration::from_millis(50))
+        .backoff_max(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    m.connect_fault(Fault::Fail);
+    assert!(pool.get().await.unwrap_err().is_connect());
+    m.connect_fault(Fault::Hang);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // 20 gets, 20 ms apart, while the first one's probe hangs.
+    let mut gets = Vec::new();
+    for _ in 0..20 {
+        let p = pool.clone();
+        gets.push(tokio::spawn(async move { p.get().await.map(drop) }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for g in gets {
+        let r = g.await.unwrap();
+        assert!(
+            matches!(r, Err(ref e) if e.is_connect() || e.is_timeout()),
+            "{r:?}"
+        );
+    }
+    assert_eq!(m.attempts_to("a:1"), 2, "the refused dial, then one probe");
+}

@@ -42,6 +42,7 @@ struct State {
     checks: AtomicUsize,
     refused: AtomicUsize,
     dialed: Mutex<HashSet<String>>,
+    attempts: Mutex<HashMap<String, usize>>,
 }
 
 /// The manager. Clone it to keep a handle for steering and counting.
@@ -91,6 +92,17 @@ impl Faulty {
         *self.s.connects.lock().unwrap().get(addr).unwrap_or(&0)
     }
     /// Successful connects, ever.
+    /// Connects begun to `addr`, whatever became of them (refused, hung, succeeded).
+    pub fn attempts_to(&self, addr: &str) -> usize {
+        self.s
+            .attempts
+            .lock()
+            .unwrap()
+            .get(addr)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn connects(&self) -> usize {
         self.s.connects.lock().unwrap().values().sum()
     }
@@ -179,6 +191,7 @@ impl Manager for Faulty {
         let s = Arc::clone(&self.s);
         async move {
             s.dialed.lock().unwrap().insert(addr.clone());
+            *s.attempts.lock().unwrap().entry(addr.clone()).or_default() += 1;
             if let Err(e) = act(fault, &format!("connect to {addr}")).await {
                 s.refused.fetch_add(1, Ordering::SeqCst);
                 return Err(e);
