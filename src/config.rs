@@ -38,6 +38,10 @@ pub struct Config {
     pub max_size_limit: Option<usize>,
     /// Connections kept open even when idle (MinIdleConns, the generic pool's Initialize).
     /// Default 0: a pool opens nothing until it is used, like go-redis and database/sql.
+    /// They are still retired by `idle_timeout` and `max_lifetime` (as go-redis does; HikariCP
+    /// exempts them from its idle timeout), and the maintenance pass opens new ones in their
+    /// place: with `min_idle` set, an `idle_timeout` of `None` (and `keepalive`) keeps the same
+    /// connections open through quiet spells.
     pub min_idle: usize,
     /// How long a whole `get()` may take: waiting for a slot, dialing and checks together.
     /// `Duration::ZERO` means fail fast (`Error::Exhausted`) when no slot is free. Default
