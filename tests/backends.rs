@@ -406,50 +406,43 @@ async fn a_weight_change_takes_effect_and_is_evented() {
 /// say) must not leave a listed backend marked removed: every list they end on can be
 /// dialed. Each round, two threads race `[x]`/`[x, y]` against `[y]`/`[x, y]`; then the list
 /// settles on `[x]` and a get must dial `x` and keep the connection.
-#[test]
-fn concurrent_list_replacements_leave_every_listed_backend_usable() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_list_replacements_leave_every_listed_backend_usable() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .backends([Backend::new("x:1"), Backend::new("y:2")])
+        .wait_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    rt.block_on(async {
-        let m = Faulty::new();
-        let pool = Pool::builder(m.clone())
-            .max_size(1)
-            .backends([Backend::new("x:1"), Backend::new("y:2")])
-            .wait_timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        for round in 0..300 {
-            let writers: Vec<_> = [("x:1", "y:2"), ("y:2", "x:1")]
-                .into_iter()
-                .map(|(keep, other)| {
-                    let pool = pool.clone();
-                    std::thread::spawn(move || {
-                        for _ in 0..20 {
-                            pool.set_backends([Backend::new(keep)]);
-                            pool.set_backends([Backend::new(keep), Backend::new(other)]);
-                        }
-                    })
+    for round in 0..300 {
+        let writers: Vec<_> = [("x:1", "y:2"), ("y:2", "x:1")]
+            .into_iter()
+            .map(|(keep, other)| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        pool.set_backends([Backend::new(keep)]);
+                        pool.set_backends([Backend::new(keep), Backend::new(other)]);
+                    }
                 })
-                .collect();
-            for w in writers {
-                w.join().unwrap();
-            }
-            pool.set_backends([Backend::new("x:1")]);
-            let c = pool
-                .get()
-                .await
-                .unwrap_or_else(|e| panic!("round {round}: x is listed but: {e}"));
-            assert_eq!(c.addr, "x:1");
-            drop(c);
-            assert_eq!(
-                pool.status().idle,
-                1,
-                "round {round}: kept, not closed as gone"
-            );
-            pool.set_backends([Backend::new("x:1"), Backend::new("y:2")]);
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
         }
-    });
+        pool.set_backends([Backend::new("x:1")]);
+        let c = pool
+            .get()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: x is listed but: {e}"));
+        assert_eq!(c.addr, "x:1");
+        drop(c);
+        assert_eq!(
+            pool.status().idle,
+            1,
+            "round {round}: kept, not closed as gone"
+        );
+        pool.set_backends([Backend::new("x:1"), Backend::new("y:2")]);
+    }
 }
