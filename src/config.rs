@@ -65,7 +65,7 @@ pub struct Config {
     pub test_on_borrow: TestOnBorrow,
     /// Check idle connections quiet for at least this long, in the background (a heartbeat
     /// below the server's idle timeout). Default `None`: set it a little below your server's
-    /// `timeout`.
+    /// `timeout`. Must be below `idle_timeout` (else no connection would live to be pinged).
     pub keepalive: Option<Duration>,
     /// Consecutive failed background checks before an idle connection is closed
     /// (PingMaxRetries), a `keepalive` interval apart. Default 3: one lost packet does not
@@ -207,6 +207,19 @@ impl Config {
                 "keepalive",
                 "must be greater than zero (use None for no keepalive)",
             ));
+        }
+        // A connection idle that long is closed by the idle timeout before it is quiet long
+        // enough for a ping: such a keepalive would never run.
+        if let (Some(k), Some(idle)) = (self.keepalive, self.idle_timeout) {
+            if k >= idle {
+                return Err(BuildError::new(
+                    "keepalive",
+                    format!(
+                        "must be below idle_timeout ({k:?} >= {idle:?}): connections idle that \
+                         long are closed before their ping"
+                    ),
+                ));
+            }
         }
         if self.check_retries == 0 {
             return Err(BuildError::new("check_retries", "must be at least 1"));

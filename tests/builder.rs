@@ -50,6 +50,18 @@ async fn every_invalid_field_is_a_build_error_naming_it() {
             Box::new(|b| b.max_lifetime(Some(Duration::ZERO))),
         ),
         ("keepalive", Box::new(|b| b.keepalive(Some(Duration::ZERO)))),
+        // Connections would be closed by the idle timeout before their ping (default 10 min).
+        (
+            "keepalive",
+            Box::new(|b| b.keepalive(Some(Duration::from_secs(600)))),
+        ),
+        (
+            "keepalive",
+            Box::new(|b| {
+                b.idle_timeout(Some(Duration::from_secs(5)))
+                    .keepalive(Some(Duration::from_secs(9)))
+            }),
+        ),
         ("check_retries", Box::new(|b| b.check_retries(0))),
         ("connect_attempts", Box::new(|b| b.connect_attempts(0))),
         ("backoff_base", Box::new(|b| b.backoff_base(Duration::ZERO))),
@@ -161,6 +173,16 @@ async fn edge_values_that_are_valid_build() {
         .idle_timeout(None)
         .max_lifetime(None)
         .keepalive(Some(Duration::from_millis(1)))
+        .build()
+        .unwrap();
+    // Any keepalive without an idle timeout, or below it.
+    Pool::builder(Faulty::new())
+        .idle_timeout(None)
+        .keepalive(Some(Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    Pool::builder(Faulty::new())
+        .keepalive(Some(Duration::from_secs(599)))
         .build()
         .unwrap();
     Pool::builder(Faulty::new())
