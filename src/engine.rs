@@ -423,6 +423,17 @@ impl<C> Engine<C> {
         found
     }
 
+    /// Why a connection abandoned mid-use (a check or a connect cut short) is closed: because
+    /// the pool closed, if it did (a get or a maintenance pass abandoned for `close()`), else
+    /// because its get was cancelled or ran out of time.
+    pub(crate) fn abandoned(&self) -> CloseReason {
+        if self.is_closed() {
+            CloseReason::PoolClosed
+        } else {
+            CloseReason::Cancelled
+        }
+    }
+
     /// Marks a connection that was open already lent (a hit).
     #[inline]
     pub(crate) fn lend(&self, c: Conn<C>, lane: Lane) -> Conn<C> {
@@ -843,14 +854,9 @@ impl<C, H: Hooks<C>> Drop for Unit<'_, C, H> {
     fn drop(&mut self) {
         #[cfg(not(connpool_mutant = "unit_guard_leaks"))]
         match self.token.take() {
-            // Its state is unknown (a check or a use was cut short): closed. Because the pool
-            // closed, if it did (a get or a maintenance pass abandoned for `close()`).
+            // Its state is unknown (a check or a use was cut short): closed.
             Some(Token::Conn(c)) => {
-                let reason = if self.engine.is_closed() {
-                    CloseReason::PoolClosed
-                } else {
-                    CloseReason::Cancelled
-                };
+                let reason = self.engine.abandoned();
                 self.engine.close_conn(c, reason, self.hooks)
             }
             Some(Token::Slot) => self.engine.free_unit(self.hooks),

@@ -491,12 +491,7 @@ impl<M: Manager> Held<'_, M> {
 impl<M: Manager> Drop for Held<'_, M> {
     fn drop(&mut self) {
         if let Some(c) = self.conn.take() {
-            // As `Unit`'s drop: abandoned for `close()`, or by a cancelled or timed-out get.
-            let reason = if self.inner.is_closed() {
-                CloseReason::PoolClosed
-            } else {
-                CloseReason::Cancelled
-            };
+            let reason = self.inner.engine.abandoned();
             self.inner.engine.close_keep(c, reason, self.inner);
         }
     }
