@@ -600,11 +600,66 @@ impl<C> Engine<C> {
     /// will open a connection with it, or back to `size`. Not while the pool is closed or above
     /// its size (a shrink in progress takes the unit).
     pub(crate) fn free_unit(&self, h: &impl Hooks<C>) {
-        if self.is_closed() || self.size() > self.max() {
+        self.free_unit_or_shed(h);
+    }
+
+    /// [`free_unit`](Self::free_unit); `true` if the unit was given up (the pool is closed,
+    /// or was above its size), `false` if it went on as a slot (to a waiter or `size`).
+    fn free_unit_or_shed(&self, h: &impl Hooks<C>) -> bool {
+        if self.is_closed() {
             self.size_sub();
-            return;
+            return true;
+        }
+        if self.shed(h) {
+            return true;
         }
         self.give(Token::Slot, h);
+        false
+    }
+
+    /// Gives one unit up if `size` is above `max_size` *at the decrement* (a CAS): two units
+    /// freed at once in a pool one above its size give up one unit between them, and the
+    /// other goes on as a slot. (A check of `size > max` followed by a decrement of its own
+    /// let both give up their units: `size` fell below `max_size` with a waiter left
+    /// unserved, found by loom, `shrink_sheds_one_unit_per_excess`.) `false` if the pool is
+    /// not above its size.
+    fn shed(&self, h: &impl Hooks<C>) -> bool {
+        #[cfg(connpool_mutant = "shed_not_cas")]
+        {
+            // Mutant: check, then decrement on its own.
+            if self.size() > self.max() {
+                self.size_sub();
+                return true;
+            }
+            return false;
+        }
+        let mut cur = self.size();
+        loop {
+            // SeqCst: the load half of the shrink handshake (as in `max`).
+            if cur <= self.max() {
+                return false;
+            }
+            // SeqCst: a change of `size` like any other (see the field): the put of a slot
+            // (the store half of the slot handshake). On failure the value read decides the
+            // next try.
+            match self
+                .size
+                .compare_exchange_weak(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        self.after_sub(cur);
+        // The `max` read above may be stale: a `resize` that grew the pool meanwhile hands
+        // out the slots it finds (`try_reserve`), and may have looked before this decrement.
+        // Its waiters then get the slot here (the waiting word's load after the decrement is
+        // the load half of the slot handshake; a waiter that registers later finds the slot
+        // with its own re-check).
+        if !self.no_waiters() && self.try_reserve() {
+            self.give(Token::Slot, h);
+        }
+        true
     }
 
     /// Lowers `size` by one; the last close after the pool closed wakes `drained`.
@@ -612,6 +667,12 @@ impl<C> Engine<C> {
         // SeqCst: the put of a slot (the store half of the slot handshake), and orders the
         // connection's drop before a `drained` that sees the new size.
         let before = self.size.fetch_sub(1, Ordering::SeqCst);
+        self.after_sub(before);
+    }
+
+    /// After `size` went from `before` down by one: the last close after the pool closed
+    /// wakes `drained`.
+    fn after_sub(&self, before: usize) {
         handshake_fence();
         if before == 1 && self.is_closed() {
             self.drained.notify(usize::MAX);
@@ -645,11 +706,15 @@ impl<C> Engine<C> {
 
     /// Closes idle connections while the pool is above `max_size`.
     #[cold]
+    /// Each is closed first and its unit then given up only if the pool is still above its
+    /// size ([`shed`](Self::shed)); if another closer brought it down meanwhile, that last
+    /// unit goes on as a slot and the shrink stops.
     fn shrink_idle(&self, lane: Lane, h: &impl Hooks<C>) {
         while self.size() > self.max() {
-            match self.idle.pop(lane) {
-                Some(c) => self.close_raw(c, CloseReason::Shrunk, h),
-                None => break,
+            let Some(c) = self.idle.pop(lane) else { break };
+            self.close_keep(c, CloseReason::Shrunk, h);
+            if !self.free_unit_or_shed(h) {
+                break;
             }
         }
     }

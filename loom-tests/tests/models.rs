@@ -413,6 +413,36 @@ fn resize_up_wakes_waiter() {
     });
 }
 
+/// Two connections closing at once (discarded) in a pool shrunk 2 → 1 while a getter waits:
+/// only one of them may give its unit up (the shrink needs one), the other's unit goes to
+/// the waiter as a slot. Catches `shed_not_cas` (each closer checks `size > max_size` and
+/// then lowers `size` on its own: both see 2 > 1, both give their unit up, `size` ends at 0
+/// below `max_size` and the waiter is never served: deadlock).
+#[test]
+fn shrink_sheds_one_unit_per_excess() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(2, &["a"]));
+        let c1 = get(&core).unwrap();
+        let c2 = get(&core).unwrap();
+        core.resize(1);
+        assert_eq!(core.size(), 2, "both lent: nothing to close yet");
+        let a = spawn(&core, move |core| core.discard(c1));
+        let b = spawn(&core, move |core| core.discard(c2));
+        let c = get(&core).expect("get");
+        assert!(core.size() <= 2, "size above the old max_size: {core:?}");
+        core.give_back(c);
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_eq!(core.max_size(), 1);
+        at_rest(&core);
+        assert_eq!(
+            core.size(),
+            1,
+            "the waiter's connection is the one unit left"
+        );
+    });
+}
+
 /// `set_backends` (a → b) racing with a get and the return of a connection to `a`: once the
 /// swap is done, no connection to `a` is ever handed out (checked by the racing getter when
 /// it saw the swap finish first, and by a get after everything). Catches `no_mark_removed`
