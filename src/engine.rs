@@ -67,8 +67,8 @@ use crate::events::CloseReason;
 use crate::idle::{Conn, IdleQueue, LazyNow, Meta, Token};
 use crate::lanes::{Cells, Lane};
 use crate::sync::{
-    fence_seqcst, handshake_fence, AtomicBool, AtomicUsize, CachePadded, Instant, Ordering,
-    WaitQueue,
+    fence_seqcst, handshake_fence, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant,
+    Ordering, WaitQueue,
 };
 
 /// What the engine asks of its owner: the pool implements it with the manager, counters,
@@ -110,9 +110,28 @@ const HITS: usize = 1;
 /// Limits read by every return and written only by `resize` and `close`: one line, shared
 /// read-only in the steady state.
 struct Limits {
-    max: AtomicUsize,
-    max_idle: AtomicUsize,
+    /// `max_size` (low 32 bits) and `max_idle` (high 32 bits) in one word, so that a
+    /// `resize` sets both in one swap: two resizes at once cannot leave one's `max_size` with
+    /// the other's `max_idle` (as two separate stores could).
+    sizes: AtomicU64,
     closed: AtomicBool,
+}
+
+/// [`Limits::sizes`] of `max_size` and `max_idle` (each at most `max_size_limit`, far below
+/// 2^32; a larger value saturates rather than wrap).
+fn pack_sizes(max_size: usize, max_idle: usize) -> u64 {
+    let half = |n: usize| u64::from(u32::try_from(n).unwrap_or(u32::MAX));
+    half(max_size) | (half(max_idle) << 32)
+}
+
+/// `max_size` from [`Limits::sizes`].
+fn max_of(sizes: u64) -> usize {
+    (sizes & u64::from(u32::MAX)) as usize
+}
+
+/// `max_idle` from [`Limits::sizes`].
+fn max_idle_of(sizes: u64) -> usize {
+    (sizes >> 32) as usize
 }
 
 /// Idle queue + capacity + waiters + hand-off + gauges. See the module docs.
@@ -137,8 +156,7 @@ impl<C> Engine<C> {
             idle: IdleQueue::new(capacity),
             size: CachePadded::new(AtomicUsize::new(0)),
             limits: CachePadded::new(Limits {
-                max: AtomicUsize::new(max_size),
-                max_idle: AtomicUsize::new(max_idle),
+                sizes: AtomicU64::new(pack_sizes(max_size, max_idle)),
                 closed: AtomicBool::new(false),
             }),
             admission: Admission::new(),
@@ -161,13 +179,13 @@ impl<C> Engine<C> {
 
     pub(crate) fn max(&self) -> usize {
         // SeqCst: the load half of the shrink handshake; a plain load on x86.
-        self.limits.max.load(Ordering::SeqCst)
+        max_of(self.limits.sizes.load(Ordering::SeqCst))
     }
 
     fn max_idle(&self) -> usize {
         // Relaxed: a limit set by `resize`; a stale value only keeps one more idle connection
         // for one return.
-        self.limits.max_idle.load(Ordering::Relaxed)
+        max_idle_of(self.limits.sizes.load(Ordering::Relaxed))
     }
 
     /// Queued waiters (a gauge).
@@ -765,11 +783,14 @@ impl<C> Engine<C> {
     /// shrinking closes idle connections above the new size now and lent ones as they come
     /// back (`size` may exceed `max_size` until they do; no new connection opens meanwhile).
     pub(crate) fn resize(&self, max_size: usize, max_idle: usize, h: &impl Hooks<C>) {
-        // SeqCst: resizes are serialised through this swap (the old value is exact), and it is
-        // the write of the shrink handshake (see the module docs).
-        let old = self.limits.max.swap(max_size, Ordering::SeqCst);
-        // Relaxed: see `max_idle`.
-        self.limits.max_idle.store(max_idle, Ordering::Relaxed);
+        // SeqCst: resizes are serialised through this swap (the old value is exact, and both
+        // limits change together), and it is the write of the shrink handshake (see the
+        // module docs).
+        let old = max_of(
+            self.limits
+                .sizes
+                .swap(pack_sizes(max_size, max_idle), Ordering::SeqCst),
+        );
         fence_seqcst();
         if max_size < old {
             #[cfg(not(connpool_mutant = "resize_no_adjust"))]
