@@ -79,6 +79,9 @@ pub(crate) trait Hooks<C> {
     fn on_close(&self, conn: C, meta: &Meta, reason: CloseReason);
     /// May `conn` go back to the idle queue (`Manager::is_reusable`, panic contained)?
     fn is_reusable(&self, conn: &mut C) -> bool;
+    /// A lent connection is leaving the pool for good (`Pooled::detach`): count, log and
+    /// event it. The engine lowers the gauges.
+    fn on_detach(&self, _meta: &Meta) {}
     /// Does anything read a returned connection's `last_used` (an idle timeout, an
     /// idle-based check on borrow, keepalive)? If not, the return path reads no clock.
     fn stamps_returns(&self) -> bool {
@@ -523,6 +526,7 @@ impl<C> Engine<C> {
     /// `Pooled::detach`: the pool forgets a lent connection; its unit goes on.
     pub(crate) fn detach(&self, c: Conn<C>, h: &impl Hooks<C>) -> C {
         self.unlend(&c, Lane::current());
+        h.on_detach(&c.meta);
         // Relaxed: a gauge.
         c.meta.backend.size.fetch_sub(1, Ordering::Relaxed);
         self.free_unit(h);

@@ -88,6 +88,12 @@ pub enum Event<'a> {
         /// Why.
         reason: CloseReason,
     },
+    /// A lent connection was taken out of the pool for good (`Pooled::detach`): it stays
+    /// open, owned by the caller, and the pool no longer counts it.
+    Detached {
+        /// The backend's address.
+        backend: &'a str,
+    },
     /// A backend joined the list.
     BackendAdded {
         /// The backend's address.

@@ -78,6 +78,7 @@ pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>, labelled: &mut Vec<Strin
     c("connpool_failed_connect_total", s.failed_connect);
     c("connpool_failed_check_total", s.failed_check);
     c("connpool_failed_closed_total", s.failed_closed);
+    c("connpool_detached_total", s.detached);
     let micros = u64::try_from(s.wait_time.as_micros()).unwrap_or(u64::MAX);
     c("connpool_wait_microseconds_total", micros);
 }

@@ -1188,6 +1188,13 @@ impl<M: Manager> Hooks<M::Connection> for PoolInner<M> {
         });
     }
 
+    fn on_detach(&self, meta: &Meta) {
+        stats::bump(&self.counters.detached);
+        let addr = meta.backend.backend.addr();
+        tracing::debug!(pool = %self.config.name, backend = addr, "connpool: connection detached");
+        self.emit(|f| f(&Event::Detached { backend: addr }));
+    }
+
     fn is_reusable(&self, conn: &mut M::Connection) -> bool {
         catch_unwind(AssertUnwindSafe(|| self.manager.is_reusable(conn))).unwrap_or(false)
     }

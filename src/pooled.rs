@@ -63,7 +63,8 @@ macro_rules! guard {
             }
 
             /// Takes the connection out of the pool for good: the pool forgets it and frees
-            /// its slot (a new connection may be opened in its place).
+            /// its slot (a new connection may be opened in its place). Counted in
+            /// `Stats::detached`, evented as `Event::Detached`.
             pub fn detach(mut self) -> M::Connection {
                 let c = self
                     .conn

@@ -111,6 +111,9 @@ pub struct Stats {
     pub failed_check: u64,
     /// Gets that failed with `Error::Closed`.
     pub failed_closed: u64,
+    /// Connections taken out of the pool for good by `Pooled::detach` (open, no longer
+    /// counted in `size`; each freed its slot).
+    pub detached: u64,
 }
 
 macro_rules! counters {
@@ -181,6 +184,7 @@ counters!(
     failed_connect,
     failed_check,
     failed_closed,
+    detached,
 );
 
 /// Adds one to a counter.

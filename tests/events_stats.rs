@@ -21,6 +21,7 @@ fn recorder() -> (
             Event::CheckPassed { backend } => format!("check-passed {backend}"),
             Event::CheckFailed { backend, error } => format!("check-failed {backend}: {error}"),
             Event::Closed { backend, reason } => format!("closed {backend} {reason:?}"),
+            Event::Detached { backend } => format!("detached {backend}"),
             Event::BackendAdded { backend } => format!("added {backend}"),
             Event::BackendRemoved { backend } => format!("removed {backend}"),
             Event::BackendsChanged { backends } => format!("changed {}", backends.join(",")),
@@ -55,9 +56,9 @@ async fn events_name_the_backend_and_the_reason() {
     assert!(e.to_string().contains("a:1"), "names the backend: {e}");
     let source = std::error::Error::source(&e).expect("the manager's error is the source");
     assert_eq!(source.to_string(), "check of FConn#1@a:1 refused");
-    let log = log.lock().unwrap().clone();
+    let first = log.lock().unwrap().clone();
     assert_eq!(
-        log,
+        first,
         vec![
             "connected a:1",
             "check-passed a:1",
@@ -68,6 +69,16 @@ async fn events_name_the_backend_and_the_reason() {
             "closed a:1 CheckFailed",
         ]
     );
+    // A detached connection is evented too (it is not closed: its new owner has it).
+    m.check_fault(Fault::Ok);
+    let c = pool.get().await.unwrap();
+    let own = c.detach();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        &log[log.len() - 3..],
+        ["connected a:1", "check-passed a:1", "detached a:1"]
+    );
+    drop(own);
     assert_eq!(CloseReason::Discarded.to_string(), "discarded");
 }
 
@@ -115,6 +126,7 @@ async fn stats_add_up_and_only_grow() {
     drop(detached);
     let s = pool.stats();
     assert_eq!(s.closed_broken, 1);
+    assert_eq!(s.detached, 1, "the detach is counted");
     let st = pool.status();
     assert_eq!((st.size, st.idle, st.in_use), (0, 0, 0));
     m.connect_fault(Fault::Fail);

@@ -309,6 +309,8 @@ const NO_BACKENDS: usize = 5;
 const CLOSED: usize = 6;
 /// Dropped by a `select!` before it resolved.
 const DROPPED: usize = 7;
+/// Connections the workers detached (reset by each run).
+static DETACHED: AtomicU64 = AtomicU64::new(0);
 
 fn outcome(got: &Option<Result<Pooled<Soak>, connpool::Error<SoakError>>>) -> usize {
     match got {
@@ -384,7 +386,12 @@ async fn worker(pool: Pool<Soak>, stop: Arc<AtomicBool>) {
         tokio::time::sleep(Duration::from_micros(fastrand::u64(0..2000))).await;
         match fastrand::u8(0..100) {
             0..=2 => Pooled::discard(conn),
-            3 => drop(Pooled::detach(conn)),
+            3 => {
+                drop(Pooled::detach(conn));
+                // Relaxed: a tally read after the workers are joined (counted in the poll
+                // that detached).
+                DETACHED.fetch_add(1, Ordering::Relaxed);
+            }
             4 => {
                 // A task that panics while holding a connection.
                 let h = tokio::spawn(async move {
@@ -469,7 +476,7 @@ async fn run_soak(
 ) -> (connpool::Stats, Duration, usize) {
     let faults = Arc::new(Faults::default());
     let live = Arc::new(AtomicUsize::new(0));
-    for o in &OUTCOMES {
+    for o in OUTCOMES.iter().chain([&DETACHED]) {
         // Relaxed: no worker of this run exists yet.
         o.store(0, Ordering::Relaxed);
     }
@@ -556,6 +563,12 @@ async fn run_soak(
             "{what}: counted vs seen by the workers"
         );
     }
+    assert_eq!(
+        stats.detached,
+        // Relaxed: read after every worker has ended.
+        DETACHED.load(Ordering::Relaxed),
+        "detached: counted vs done by the workers"
+    );
     // Aborted workers' gets are cancelled too, unseen by the tally.
     assert!(stats.cancelled >= outcomes(DROPPED), "cancelled");
     let st = pool.status();
