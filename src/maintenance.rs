@@ -7,6 +7,9 @@
 //! unit of capacity meanwhile (held by an engine `Unit`, so a pass cancelled mid-check closes
 //! it and frees the unit), and a refill dials on a slot it reserved: the hard bound holds.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use crate::backends::Picked;
@@ -20,6 +23,35 @@ use crate::sync::{Arc, Instant};
 
 /// The shortest pause between passes, whatever the settings.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Keepalive pings in flight at once, at most.
+const MAX_PINGS: usize = 8;
+
+/// Runs `batch` to completion, every future concurrently (each wake polls those not done;
+/// a batch is at most [`MAX_PINGS`]). Dropped mid-way, it drops them (a ping's unit then
+/// closes its connection).
+async fn join_all<F: Future<Output = ()>>(batch: Vec<F>) {
+    let mut pending: Vec<Option<Pin<Box<F>>>> =
+        batch.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut left = false;
+        for slot in &mut pending {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    left = true;
+                }
+            }
+        }
+        if left {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+}
 
 pub(crate) fn interval(config: &crate::Config) -> Duration {
     let mut every = config.maintenance_interval;
@@ -75,8 +107,12 @@ impl<M: Manager> PoolInner<M> {
         self.refill().await;
     }
 
-    /// Closes stale idle connections and pings quiet ones.
+    /// Closes stale idle connections and pings quiet ones, in batches ([`MAX_PINGS`] at
+    /// most, and never more than are left in the idle queue, so gets still find half of the
+    /// idle connections): a backend that stopped answering costs a pass one `check_timeout`
+    /// per batch, not one per connection.
     async fn scan_idle(&self) {
+        let mut batch = Vec::new();
         for _ in 0..self.idle.len() {
             if self.is_closed() {
                 break;
@@ -97,36 +133,46 @@ impl<M: Manager> PoolInner<M> {
                 self.requeue(c);
                 continue;
             }
-            let mut unit = Unit::new(&self.engine, self, Token::Conn(c));
-            let Token::Conn(c) = unit.token() else {
-                unreachable!("the unit holds the connection")
-            };
-            // No get waits on it: only `check_timeout` bounds the check.
-            let checked = self.check_conn(c, None).await;
-            // Closed after `check_retries` failures in a row, or at once when the manager says
-            // the failure broke it (a dead socket is not worth another try), or when the check
-            // was cut short (timed out or panicked: its state is unknown, a reply may still be
-            // on its way). A connection kept after a failure is checked again before it is
-            // lent, and pinged again a keepalive interval later.
-            let close = match &checked {
-                Ok(()) => false,
-                Err(CheckFailure::Failed(_)) => {
-                    c.meta.failed_checks >= self.config.check_retries
-                        || !crate::engine::Hooks::is_reusable(self, &mut c.conn)
-                }
-                Err(_) => true,
-            };
-            if close {
-                let c = unit.take_conn();
-                self.close_conn(c, CloseReason::CheckFailed);
-            } else if let Some(reason) = self.stale_reason(&c.meta, Instant::now()) {
-                // Its backend left the list during the ping (the purge could not see it):
-                // closed now, not left queued.
-                let c = unit.take_conn();
-                self.close_conn(c, reason);
-            } else {
-                self.requeue(unit.take_conn());
+            // Created here, run by `join_all` (an async fn does nothing until polled).
+            batch.push(self.ping(Unit::new(&self.engine, self, Token::Conn(c))));
+            if batch.len() >= MAX_PINGS || batch.len() >= self.idle.len() {
+                join_all(std::mem::take(&mut batch)).await;
             }
+        }
+        join_all(batch).await;
+    }
+
+    /// Pings an idle connection taken out of the queue (it keeps its unit meanwhile), then
+    /// puts it back or closes it.
+    async fn ping(&self, mut unit: Unit<'_, M::Connection, Self>) {
+        let Token::Conn(c) = unit.token() else {
+            unreachable!("the unit holds the connection")
+        };
+        // No get waits on it: only `check_timeout` bounds the check.
+        let checked = self.check_conn(c, None).await;
+        // Closed after `check_retries` failures in a row, or at once when the manager says
+        // the failure broke it (a dead socket is not worth another try), or when the check
+        // was cut short (timed out or panicked: its state is unknown, a reply may still be
+        // on its way). A connection kept after a failure is checked again before it is
+        // lent, and pinged again a keepalive interval later.
+        let close = match &checked {
+            Ok(()) => false,
+            Err(CheckFailure::Failed(_)) => {
+                c.meta.failed_checks >= self.config.check_retries
+                    || !crate::engine::Hooks::is_reusable(self, &mut c.conn)
+            }
+            Err(_) => true,
+        };
+        if close {
+            let c = unit.take_conn();
+            self.close_conn(c, CloseReason::CheckFailed);
+        } else if let Some(reason) = self.stale_reason(&c.meta, Instant::now()) {
+            // Its backend left the list during the ping (the purge could not see it):
+            // closed now, not left queued.
+            let c = unit.take_conn();
+            self.close_conn(c, reason);
+        } else {
+            self.requeue(unit.take_conn());
         }
     }
 

@@ -332,3 +332,54 @@ async fn a_connection_whose_backend_left_during_its_ping_is_closed() {
     assert_eq!(pool.stats().closed_backend_gone, 1);
     assert_eq!(pool.status().idle, 0);
 }
+
+/// Keepalive pings run in batches: up to 8 at once, and never more than the connections left
+/// in the idle queue (so gets still find half of them). A backend that stops answering costs
+/// a pass one `check_timeout` per batch, not one per connection.
+#[tokio::test(start_paused = true)]
+async fn keepalive_pings_run_in_batches_leaving_half_the_idle_connections() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(16)
+        .keepalive(Some(Duration::from_secs(5)))
+        .check_timeout(Duration::from_secs(1))
+        .idle_timeout(None)
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(pool.get().await.unwrap());
+    }
+    drop(held);
+    assert_eq!(pool.status().idle, 16);
+    m.check_fault(Fault::Hang);
+    let checks = m.checks();
+    eventually("the first pings are in flight", MIN, || m.checks() > checks).await;
+    assert_eq!(m.checks() - checks, 8, "a batch of 8 pings starts at once");
+    assert_eq!(
+        pool.status().idle,
+        8,
+        "half the idle connections stay queued"
+    );
+    // A get meanwhile is served from the queue, without waiting.
+    let c = pool.try_get().expect("an idle connection left for gets");
+    drop(c);
+    // One check_timeout later the whole batch has timed out and closed (one at a time, a
+    // single connection would have).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(m.live(), 8, "the batch closed together");
+    assert_eq!(pool.stats().check_failures, 8);
+    // The other quiet ones in batches of at most half the queue (4, 2, 1): one
+    // check_timeout per batch. The one the get used is not due yet: it is pinged (and
+    // closed) a keepalive interval after its use.
+    let until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    eventually("every quiet hung connection closed", MIN, || m.live() == 1).await;
+    assert!(
+        tokio::time::Instant::now() <= until,
+        "the rest took one check_timeout per batch"
+    );
+    assert_eq!(pool.stats().check_failures, 15);
+    eventually("the used one too, later", MIN, || m.live() == 0).await;
+    assert_eq!(pool.stats().check_failures, 16);
+}
