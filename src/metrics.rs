@@ -14,6 +14,27 @@
 
 use crate::manager::Manager;
 use crate::pool::PoolInner;
+use crate::stats::BackendStatus;
+
+/// The per-backend gauges, in the order of [`backend_values`].
+const BACKEND_GAUGES: [&str; 5] = [
+    "connpool_backend_size",
+    "connpool_backend_idle",
+    "connpool_backend_in_use",
+    "connpool_backend_weight",
+    "connpool_backend_online",
+];
+
+/// A listed backend's [`BACKEND_GAUGES`].
+fn backend_values(b: &BackendStatus) -> [f64; 5] {
+    [
+        b.size as f64,
+        b.idle as f64,
+        b.in_use as f64,
+        f64::from(b.weight),
+        if b.online { 1.0 } else { 0.0 },
+    ]
+}
 
 /// Publishes everything; `labelled` holds the backends the last call published, and is
 /// updated.
@@ -25,13 +46,7 @@ pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>, labelled: &mut Vec<Strin
         .filter(|a| !status.backends.iter().any(|b| &b.addr == *a))
     {
         let labels = [("pool", name.clone()), ("backend", gone.clone())];
-        for key in [
-            "connpool_backend_size",
-            "connpool_backend_idle",
-            "connpool_backend_in_use",
-            "connpool_backend_weight",
-            "connpool_backend_online",
-        ] {
+        for key in BACKEND_GAUGES {
             metrics::gauge!(key, &labels).set(0.0);
         }
     }
@@ -46,11 +61,9 @@ pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>, labelled: &mut Vec<Strin
     g("connpool_waiters", status.waiters);
     for b in &status.backends {
         let labels = [("pool", name.clone()), ("backend", b.addr.clone())];
-        metrics::gauge!("connpool_backend_size", &labels).set(b.size as f64);
-        metrics::gauge!("connpool_backend_idle", &labels).set(b.idle as f64);
-        metrics::gauge!("connpool_backend_in_use", &labels).set(b.in_use as f64);
-        metrics::gauge!("connpool_backend_weight", &labels).set(f64::from(b.weight));
-        metrics::gauge!("connpool_backend_online", &labels).set(if b.online { 1.0 } else { 0.0 });
+        for (key, v) in BACKEND_GAUGES.into_iter().zip(backend_values(b)) {
+            metrics::gauge!(key, &labels).set(v);
+        }
         metrics::counter!("connpool_backend_connect_errors_total", &labels)
             .absolute(b.connect_errors);
     }
