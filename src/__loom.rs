@@ -372,7 +372,7 @@ impl Core {
     /// The real backend pick (round-robin, nothing tried yet).
     pub fn pick(&self) -> Pick {
         match self.backends.pick(crate::balance::Balance::RoundRobin, &[]) {
-            Picked::Dial(_) => Pick::Dial,
+            Picked::Dial(..) => Pick::Dial,
             Picked::AllBackedOff(_) => Pick::AllBackedOff,
             Picked::None => Pick::None,
         }

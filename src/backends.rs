@@ -208,12 +208,23 @@ pub(crate) struct BackendSet {
 
 /// What `Backends::pick` found.
 pub(crate) enum Picked {
-    /// Dial this one.
-    Dial(Arc<BackendEntry>),
+    /// Dial this one (as a probe if it was failing).
+    Dial(Arc<BackendEntry>, Claim),
     /// Every untried backend is backed off; this one is the first to be probed again.
     AllBackedOff(Arc<BackendEntry>),
     /// Nothing left to try (empty list, or every backend already tried by this get).
     None,
+}
+
+/// How a picked backend may be dialed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Healthy: free to dial, nothing to give back.
+    Healthy,
+    /// A failing backend, claimed for one probe: its `retry_at` was moved to this value.
+    /// The probe's outcome sets `retry_at` anew (`connect_ok`, `connect_failed`); a probe
+    /// that ends without one gives the claim back ([`Backends::release`]).
+    Probe(u64),
 }
 
 /// The live list plus the round-robin cursor.
@@ -446,8 +457,8 @@ impl Backends {
                 }
             };
             for &(e, _) in order.iter().cycle().skip(first).take(order.len()) {
-                if self.claim(e, now) {
-                    return Some(Picked::Dial(Arc::clone(e)));
+                if let Some(claim) = self.claim(e, now) {
+                    return Some(Picked::Dial(Arc::clone(e), claim));
                 }
             }
         }
@@ -474,25 +485,48 @@ impl Backends {
 
     /// A healthy backend (no failures) is always free to dial; a failing one whose backoff
     /// has passed is claimed by moving `retry_at` forward with a CAS (one prober wins).
-    fn claim(&self, e: &BackendEntry, now: u64) -> bool {
+    /// `None`: not dialable now.
+    fn claim(&self, e: &BackendEntry, now: u64) -> Option<Claim> {
         // Relaxed: `failures` only chooses the next delay; `retry_at` below is re-validated.
         let failures = e.failures.load(Ordering::Relaxed);
         if failures == 0 {
-            return true;
+            return Some(Claim::Healthy);
         }
         // Acquire: pairs with the Release stores of `retry_at`.
         let retry_at = e.retry_at.load(Ordering::Acquire);
         if retry_at > now {
-            return false;
+            return None;
         }
         // Held for the probe's whole connect at least: its outcome (`connect_failed`, or
-        // `connect_ok` clearing the backoff) sets `retry_at` anew when it ends.
+        // `connect_ok` clearing the backoff) sets `retry_at` anew when it ends, and a probe
+        // cut short without one gives the claim back (`release`).
         let hold = self.backoff.delay(failures).max(self.probe_hold);
-        let next = now.saturating_add(nanos(hold));
+        // At least 1 past `now`: a claim is never the value 0 that "healthy" stores.
+        let next = now.saturating_add(nanos(hold)).max(1);
         // AcqRel: the winner publishes its claim; losers see it and move on.
         e.retry_at
             .compare_exchange(retry_at, next, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
+            .ok()
+            .map(|_| Claim::Probe(next))
+    }
+
+    /// Gives back the claim of a probe that ended without an outcome (its get was dropped
+    /// mid-connect, or ran out of time too soon to blame the backend): the backend is due
+    /// again now, so the next get probes it instead of failing fast until the claim's hold
+    /// (up to `connect_timeout`) runs out. Only if `retry_at` still holds this claim: an
+    /// outcome recorded meanwhile (another get's connect) stands.
+    pub(crate) fn release(&self, e: &BackendEntry, claim: Claim) {
+        if let Claim::Probe(held) = claim {
+            let now = self.now_nanos();
+            // Release: pairs with the Acquire in `pick`, like every store of `retry_at`; a
+            // failed CAS means another outcome replaced the claim: nothing to give back.
+            let _ = e.retry_at.compare_exchange(
+                held,
+                now.min(held),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
     }
 
     /// Records a failed connect: backs the backend off (capped, jittered).
@@ -588,7 +622,7 @@ mod tests {
         let set = b.snapshot();
         let mut got = vec![0; set.entries.len()];
         for _ in 0..turns {
-            let Picked::Dial(e) = b.pick(balance, &[]) else {
+            let Picked::Dial(e, _) = b.pick(balance, &[]) else {
                 panic!("a healthy list always has a backend to dial")
             };
             // Relaxed: single-threaded.

@@ -185,11 +185,11 @@ impl<M: Manager> PoolInner<M> {
             }
             // Dropped on any early return: the slot goes on.
             let unit = Unit::new(&self.engine, self, Token::Slot);
-            let entry = match self.backends.pick(self.config.balance, &[]) {
-                Picked::Dial(e) => e,
+            let (entry, claim) = match self.backends.pick(self.config.balance, &[]) {
+                Picked::Dial(e, claim) => (e, claim),
                 Picked::AllBackedOff(_) | Picked::None => return,
             };
-            match self.dial(&entry, None).await {
+            match self.dial(&entry, claim, None).await {
                 Ok(c) => {
                     // The new connection now stands for the slot: the slot itself goes.
                     drop(unit.take());

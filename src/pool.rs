@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use std::sync::OnceLock;
 
-use crate::backends::{Backend, BackendEntry, Backends, Picked, IDLE, IN_USE};
+use crate::backends::{Backend, BackendEntry, Backends, Claim, Picked, IDLE, IN_USE};
 use crate::config::{Config, TestOnBorrow};
 use crate::discovery::UpdatesShared;
 use crate::engine::{Engine, Hooks, Unit, WaitError};
@@ -471,6 +471,23 @@ enum Fast<C> {
     Queue,
 }
 
+/// A dial's outcome on its backend: dropped before one was recorded (`given`), it gives a
+/// probe's claim back (see [`Backends::release`]).
+struct Verdict<'a> {
+    backends: &'a Backends,
+    entry: &'a BackendEntry,
+    claim: Claim,
+    given: bool,
+}
+
+impl Drop for Verdict<'_> {
+    fn drop(&mut self) {
+        if !self.given {
+            self.backends.release(self.entry, self.claim);
+        }
+    }
+}
+
 /// A connection just opened by a get, while its check runs. Dropped without `take` (the get
 /// was cancelled mid-check), it is closed (its state is unknown); the get's slot, held by its
 /// [`Unit`], is not this guard's to free.
@@ -882,8 +899,8 @@ impl<M: Manager> PoolInner<M> {
         let mut tried: Vec<Arc<BackendEntry>> = Vec::new();
         let mut last: Option<Error<M::Error>> = None;
         while tried.len() < self.config.connect_attempts {
-            let entry = match self.backends.pick(self.config.balance, &tried) {
-                Picked::Dial(e) => e,
+            let (entry, claim) = match self.backends.pick(self.config.balance, &tried) {
+                Picked::Dial(e, claim) => (e, claim),
                 Picked::AllBackedOff(e) => {
                     if last.is_none() {
                         stats::bump(&self.counters.backed_off);
@@ -904,7 +921,7 @@ impl<M: Manager> PoolInner<M> {
                 Picked::None => break,
             };
             tried.push(Arc::clone(&entry));
-            match self.dial(&entry, Some(deadline)).await {
+            match self.dial(&entry, claim, Some(deadline)).await {
                 Ok(mut c) => {
                     if self.config.test_on_borrow == TestOnBorrow::Always {
                         let mut held = Held {
@@ -962,16 +979,33 @@ impl<M: Manager> PoolInner<M> {
     /// Opens one connection to `entry` under `connect_timeout` (and the get's deadline), on
     /// a slot the caller holds (the pool's `size` already counts it, so the hard bound counts
     /// connects in flight); the backend's `size` is raised for the duration.
+    ///
+    /// Its outcome is recorded on the backend (success, or a failure that backs it off),
+    /// except when the get's deadline cut the connect before it had run for the pool's
+    /// `wait_timeout` (or `connect_timeout`, if shorter): a get with a short timeout of its
+    /// own, or one that spent its time waiting, says nothing about the backend. A connect
+    /// that had that long is a failure even if `connect_timeout` is longer (with a 200 ms
+    /// `wait_timeout` and a 5 s `connect_timeout`, a blackholed backend is backed off after
+    /// one get, not dialed by every N-th get in turn). A probe that ends without an outcome
+    /// (cut so, or dropped mid-connect) gives its claim back.
     pub(crate) async fn dial(
         &self,
         entry: &Arc<BackendEntry>,
+        claim: Claim,
         deadline: Option<Instant>,
     ) -> Result<Conn<M::Connection>, DialError<M::Error>> {
         let opening = self.engine.opening(entry);
+        let mut verdict = Verdict {
+            backends: &self.backends,
+            entry,
+            claim,
+            given: false,
+        };
         let started = Instant::now();
         let connect_deadline = deadline_after(started, self.config.connect_timeout);
         let limit = deadline.map_or(connect_deadline, |d| d.min(connect_deadline));
         let addr = entry.backend.addr();
+        let mut cut = false;
         // The call itself inside `catch` too: a manager may panic before it returns its
         // future.
         let connect = catch(async { self.manager.connect(&entry.backend).await });
@@ -981,6 +1015,7 @@ impl<M: Manager> PoolInner<M> {
                 opening.opened();
                 stats::bump(&self.counters.connects);
                 self.backends.connect_ok(entry);
+                verdict.given = true;
                 tracing::debug!(pool = %self.config.name, backend = addr, "connpool: connected");
                 self.emit(|f| f(&Event::Connected { backend: addr }));
                 let c = Conn::new(
@@ -1005,18 +1040,33 @@ impl<M: Manager> PoolInner<M> {
             Ok(Err(panic)) => (None, format!("connect {panic}")),
             Err(_) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) && limit < connect_deadline {
-                    // The get's own deadline passed, not connect_timeout: the backend is not
-                    // at fault.
-                    return Err(DialError::Deadline);
+                    // The get's own deadline passed, not connect_timeout.
+                    let ran = started.elapsed();
+                    if ran < self.blame_after() {
+                        // Too short a try to blame the backend: no outcome (`verdict` gives
+                        // a probe's claim back).
+                        return Err(DialError::Deadline);
+                    }
+                    cut = true;
+                    (
+                        None,
+                        format!(
+                            "connect timed out after {ran:?} (the get's timeout; \
+                             connect_timeout is {:?})",
+                            self.config.connect_timeout
+                        ),
+                    )
+                } else {
+                    (
+                        None,
+                        format!("connect timed out after {:?}", self.config.connect_timeout),
+                    )
                 }
-                (
-                    None,
-                    format!("connect timed out after {:?}", self.config.connect_timeout),
-                )
             }
         };
         stats::bump(&self.counters.connect_errors);
         self.backends.connect_failed(entry, message.clone());
+        verdict.given = true;
         tracing::warn!(pool = %self.config.name, backend = addr, error = %message, "connpool: connect failed");
         self.emit(|f| {
             f(&Event::ConnectFailed {
@@ -1028,7 +1078,22 @@ impl<M: Manager> PoolInner<M> {
             .last_connect_error
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(format!("{addr}: {message}"));
+        if cut {
+            // Recorded as the backend's failure; the get itself is out of time.
+            return Err(DialError::Deadline);
+        }
         Err(DialError::Failed { source, message })
+    }
+
+    /// How long a connect must have run before the get's deadline cut it for the cut to
+    /// count as the backend's failure (see [`dial`](Self::dial)).
+    fn blame_after(&self) -> Duration {
+        let wait = self.config.wait_timeout;
+        if wait.is_zero() {
+            self.config.connect_timeout
+        } else {
+            wait.min(self.config.connect_timeout)
+        }
     }
 
     fn timed_out(&self, start: Instant) -> Error<M::Error> {

@@ -334,3 +334,107 @@ async fn a_hanging_probe_holds_off_other_probes_for_its_connect_timeout() {
     }
     assert_eq!(m.attempts_to("a:1"), 2, "the refused dial, then one probe");
 }
+
+/// A `wait_timeout` below `connect_timeout` (the README's quick start: 200 ms against 5 s):
+/// a dial to a blackholed backend that took the get's whole timeout is a failed connect (the
+/// backend is backed off, the failure counted, evented and quoted by the timeout), so the
+/// following gets go to the other backend instead of timing out on the silent one in turn.
+#[tokio::test(start_paused = true)]
+async fn a_dial_cut_by_a_short_wait_timeout_backs_the_silent_backend_off() {
+    let m = Faulty::new();
+    m.connect_fault_for("a:1", Fault::Hang);
+    let pool = Pool::builder(m.clone())
+        .wait_timeout(Duration::from_millis(200))
+        .test_on_borrow(TestOnBorrow::Never)
+        .backends([Backend::new("a:1"), Backend::new("b:2")])
+        .build()
+        .unwrap();
+    let (mut held, mut timeouts) = (Vec::new(), 0);
+    for _ in 0..10 {
+        match pool.get().await {
+            Ok(c) => held.push(c),
+            Err(e) => {
+                match &e {
+                    Error::Timeout {
+                        last_connect_error: Some(last),
+                        ..
+                    } => assert!(last.contains("a:1") && last.contains("timed out"), "{last}"),
+                    other => panic!("expected a timeout naming a:1's connect, got {other}"),
+                }
+                timeouts += 1;
+            }
+        }
+    }
+    assert_eq!(timeouts, 1, "only the first get tried the silent backend");
+    assert_eq!(m.connects_to("b:2"), 9);
+    let s = pool.stats();
+    assert_eq!((s.connect_errors, s.timeouts), (1, 1));
+    let a = &pool.status().backends[0];
+    assert!(
+        !a.online && a.connect_errors == 1,
+        "a:1 is backed off: {a:?}"
+    );
+}
+
+/// A dial cut short by a get's deadline after less than the pool's `wait_timeout` (a get
+/// with a short timeout of its own) says nothing about the backend: no failure is recorded.
+#[tokio::test(start_paused = true)]
+async fn a_dial_cut_by_a_short_get_timeout_of_its_own_is_not_a_failure() {
+    let m = Faulty::new();
+    m.connect_fault(Fault::Delay(Duration::from_millis(300)));
+    let pool = Pool::builder(m.clone())
+        .wait_timeout(Duration::from_secs(1))
+        .backends([Backend::new("a:1")])
+        .build()
+        .unwrap();
+    let e = pool
+        .get_timeout(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    let s = pool.stats();
+    assert_eq!((s.connect_errors, s.timeouts), (0, 1));
+    assert!(pool.status().backends[0].online);
+    // The next get dials at once and is served.
+    drop(pool.get().await.expect("not backed off"));
+}
+
+/// A probe that ends without a verdict (its get was dropped mid-connect, or ran out of time
+/// too soon to blame the backend) releases its claim: the next get probes at once, instead
+/// of failing fast as "backed off" until `connect_timeout` has passed.
+#[tokio::test(start_paused = true)]
+async fn a_probe_cut_short_without_a_verdict_releases_its_claim() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .backends([Backend::new("a:1")])
+        .test_on_borrow(TestOnBorrow::Never)
+        .build()
+        .unwrap();
+    m.connect_fault(Fault::Fail);
+    assert!(pool.get().await.unwrap_err().is_connect());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Past the backoff: this get claims the probe, and its caller gives up mid-connect.
+    m.connect_fault(Fault::Delay(Duration::from_millis(100)));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(20), pool.get())
+            .await
+            .is_err(),
+        "still connecting when dropped"
+    );
+    m.connect_fault(Fault::Ok);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Discarded: no idle connection may serve the gets below (they must dial).
+    pool.get().await.expect("probed again at once").discard();
+    // And a probe cut by a short get timeout of its own, likewise.
+    m.connect_fault(Fault::Fail);
+    drop(pool.get().await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    m.connect_fault(Fault::Delay(Duration::from_millis(100)));
+    assert!(pool
+        .get_timeout(Duration::from_millis(20))
+        .await
+        .unwrap_err()
+        .is_timeout());
+    m.connect_fault(Fault::Ok);
+    drop(pool.get().await.expect("probed again at once"));
+}
