@@ -32,6 +32,7 @@ table=(
   "shrink_no_recheck    resize_down_races_get_return      a return does not re-check max_size after its put"
   "resize_no_wake       resize_up_wakes_waiter            growing hands the new slots to nobody"
   "shed_not_cas         shrink_sheds_one_unit_per_excess  a closer above max_size checks, then gives its unit up on its own"
+  "shrunk_return_not_cas two_returns_into_a_shrunk_pool_close_one a return above max_size checks, then closes on its own"
   "no_mark_removed      set_backends_races_get_return     set_backends does not flag removed backends"
   "get_ignores_removed  set_backends_races_get_return     the get path does not check the removed flag"
   "pick_no_retry        pick_races_successful_probe       a pick whose claim lost to a successful probe reports no backend"

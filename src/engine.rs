@@ -496,25 +496,40 @@ impl<C> Engine<C> {
             Some(CloseReason::Lifetime)
         } else if !h.is_reusable(&mut c.conn) {
             Some(CloseReason::NotReusable)
-        } else if self.size() > self.max() {
-            Some(CloseReason::Shrunk)
-        } else if self.idle_full() && self.admission.load().waiters() == 0 {
-            // Full: closed, unless a get waits for it (the connection then goes to that get,
-            // not to the idle queue; should the waiter leave first, it is queued above
-            // `max_idle` until the next sweep or return).
-            Some(CloseReason::IdleFull)
         } else {
             None
         };
-        match reason {
-            Some(r) => self.close_conn(c, r, h),
-            None => {
-                if h.stamps_returns() {
-                    c.meta.set_last_used(now.get());
-                }
-                self.give_in(Token::Conn(c), lane, h);
+        if let Some(r) = reason {
+            self.close_conn(c, r, h);
+            return;
+        }
+        #[cfg(connpool_mutant = "shrunk_return_not_cas")]
+        if self.size() > self.max() {
+            // Mutant: check, then close (and shed or pass on its unit) on its own.
+            self.close_conn(c, CloseReason::Shrunk, h);
+            return;
+        }
+        if self.size() > self.max() {
+            // Above its size (a shrink): closed if, at the CAS, the pool still is; two
+            // returns at once into a pool one above its size close one connection between
+            // them, not both (see `try_shed`).
+            if let Some(before) = self.try_shed() {
+                self.close_keep(c, CloseReason::Shrunk, h);
+                self.after_shed(before, h);
+                return;
             }
         }
+        if self.idle_full() && self.admission.load().waiters() == 0 {
+            // Full: closed, unless a get waits for it (the connection then goes to that get,
+            // not to the idle queue; should the waiter leave first, it is queued above
+            // `max_idle` until the next sweep or return).
+            self.close_conn(c, CloseReason::IdleFull, h);
+            return;
+        }
+        if h.stamps_returns() {
+            c.meta.set_last_used(now.get());
+        }
+        self.give_in(Token::Conn(c), lane, h);
     }
 
     /// `Pooled::discard`: closes a lent connection; its unit goes on.
@@ -632,7 +647,8 @@ impl<C> Engine<C> {
             self.size_sub();
             return true;
         }
-        if self.shed(h) {
+        if let Some(before) = self.try_shed() {
+            self.after_shed(before, h);
             return true;
         }
         self.give(Token::Slot, h);
@@ -641,25 +657,27 @@ impl<C> Engine<C> {
 
     /// Gives one unit up if `size` is above `max_size` *at the decrement* (a CAS): two units
     /// freed at once in a pool one above its size give up one unit between them, and the
-    /// other goes on as a slot. (A check of `size > max` followed by a decrement of its own
-    /// let both give up their units: `size` fell below `max_size` with a waiter left
-    /// unserved, found by loom, `shrink_sheds_one_unit_per_excess`.) `false` if the pool is
-    /// not above its size.
-    fn shed(&self, h: &impl Hooks<C>) -> bool {
+    /// other goes on (as a slot, or its connection stays open). (A check of `size > max`
+    /// followed by a decrement of its own let both give up their units: `size` fell below
+    /// `max_size` with a waiter left unserved, found by loom,
+    /// `shrink_sheds_one_unit_per_excess`.) `Some(size before)` if it did; the caller
+    /// closes the unit's connection, if any, then calls [`after_shed`](Self::after_shed).
+    /// `size` stays at or above `max_size` (so at least 1): the pool's last close never
+    /// goes this way.
+    fn try_shed(&self) -> Option<usize> {
         #[cfg(connpool_mutant = "shed_not_cas")]
         {
             // Mutant: check, then decrement on its own.
             if self.size() > self.max() {
-                self.size_sub();
-                return true;
+                return Some(self.size.fetch_sub(1, Ordering::SeqCst));
             }
-            return false;
+            return None;
         }
         let mut cur = self.size();
         loop {
             // SeqCst: the load half of the shrink handshake (as in `max`).
             if cur <= self.max() {
-                return false;
+                return None;
             }
             // SeqCst: a change of `size` like any other (see the field): the put of a slot
             // (the store half of the slot handshake). On failure the value read decides the
@@ -668,20 +686,26 @@ impl<C> Engine<C> {
                 .size
                 .compare_exchange_weak(cur, cur - 1, Ordering::SeqCst, Ordering::SeqCst)
             {
-                Ok(_) => break,
+                Ok(_) => return Some(cur),
                 Err(actual) => cur = actual,
             }
         }
-        self.after_sub(cur);
-        // The `max` read above may be stale: a `resize` that grew the pool meanwhile hands
-        // out the slots it finds (`try_reserve`), and may have looked before this decrement.
-        // Its waiters then get the slot here (the waiting word's load after the decrement is
-        // the load half of the slot handshake; a waiter that registers later finds the slot
-        // with its own re-check).
-        if !self.no_waiters() && self.try_reserve() {
+    }
+
+    /// After [`try_shed`](Self::try_shed) lowered `size` from `before` (and the unit's
+    /// connection, if any, is closed).
+    fn after_shed(&self, before: usize, h: &impl Hooks<C>) {
+        self.after_sub(before);
+        // The `max` that `try_shed` read may be stale: a `resize` that grew the pool
+        // meanwhile hands out the slots it finds (`try_reserve`), and may have looked before
+        // this decrement. Its waiters then get the slot here. SeqCst load of the waiting word
+        // after the decrement's SeqCst CAS: the load half of the slot handshake (a Relaxed
+        // load could be ordered before the CAS on a weak-memory CPU, and miss a waiter whose
+        // re-check missed the slot); a waiter that registers later finds the slot with its
+        // own re-check.
+        if self.admission.load().waiters() != 0 && self.try_reserve() {
             self.give(Token::Slot, h);
         }
-        true
     }
 
     /// Lowers `size` by one; the last close after the pool closed wakes `drained`.
@@ -728,15 +752,23 @@ impl<C> Engine<C> {
 
     /// Closes idle connections while the pool is above `max_size`.
     #[cold]
-    /// Each is closed first and its unit then given up only if the pool is still above its
-    /// size ([`shed`](Self::shed)); if another closer brought it down meanwhile, that last
-    /// unit goes on as a slot and the shrink stops.
+    /// Each is closed only if, at the CAS, the pool is still above its size
+    /// ([`try_shed`](Self::try_shed)); if another closer brought it down meanwhile, the
+    /// connection goes back and the shrink stops.
     fn shrink_idle(&self, lane: Lane, h: &impl Hooks<C>) {
         while self.size() > self.max() {
             let Some(c) = self.idle.pop(lane) else { break };
-            self.close_keep(c, CloseReason::Shrunk, h);
-            if !self.free_unit_or_shed(h) {
-                break;
+            match self.try_shed() {
+                Some(before) => {
+                    self.close_keep(c, CloseReason::Shrunk, h);
+                    self.after_shed(before, h);
+                }
+                None => {
+                    // Another closer brought the pool down to its size meanwhile: this one
+                    // stays (back to a waiter or the queue), and the shrink is done.
+                    self.give_in(Token::Conn(c), lane, h);
+                    break;
+                }
             }
         }
     }
@@ -854,9 +886,12 @@ struct Waiter<'a, C, H: Hooks<C>> {
 
 impl<C, H: Hooks<C>> Drop for Waiter<'_, C, H> {
     fn drop(&mut self) {
-        if let Some(t) = self.queued.leave() {
-            // Handed, not taken: pass it on.
-            self.engine.give(t, self.hooks);
+        match self.queued.leave() {
+            // Handed, not taken: pass it on; a slot as a freed unit (given up instead if
+            // the pool shrank below it meanwhile: no new connection above the new size).
+            Some(Token::Slot) => self.engine.free_unit(self.hooks),
+            Some(t) => self.engine.give(t, self.hooks),
+            None => {}
         }
     }
 }

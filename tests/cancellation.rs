@@ -185,3 +185,45 @@ async fn a_waiter_cancelled_after_its_wake_up_passes_it_on() {
     assert_eq!(id, 0);
     assert_eq!(pool.status().waiters, 0);
 }
+
+/// A waiter handed a slot (a connection closed) and cancelled before it ran, in a pool that
+/// shrank meanwhile below that slot: the slot is given up, not passed on to the next waiter,
+/// which would open a connection above the new size.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_waiters_slot_is_given_up_when_the_pool_shrank_below_it() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone()).max_size(2).build().unwrap();
+    let c1 = pool.get().await.unwrap();
+    let c2 = pool.get().await.unwrap();
+    let p1 = pool.clone();
+    let first = tokio::spawn(async move { p1.get().await.map(drop) });
+    support::faulty::eventually("first waiter", Duration::from_secs(5), || {
+        pool.status().waiters == 1
+    })
+    .await;
+    let p2 = pool.clone();
+    let second = tokio::spawn(async move { p2.get().await.map(|c| c.id) });
+    support::faulty::eventually("second waiter", Duration::from_secs(5), || {
+        pool.status().waiters == 2
+    })
+    .await;
+    // The slot of the discarded connection goes to the first waiter; the pool shrinks to 1
+    // (2 open: the one left and that slot); the first waiter is aborted before it runs.
+    c1.discard();
+    pool.set_max_size(1).unwrap();
+    first.abort();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(pool.status().size, 1, "the slot was given up");
+    assert_eq!(m.connects(), 2, "no connection opened above the new size");
+    assert!(!second.is_finished(), "the second waiter waits for the one connection");
+    drop(c2);
+    let id = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .expect("served by the returned connection")
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, 1, "c2, handed over");
+    assert_eq!(m.connects(), 2);
+}

@@ -443,6 +443,30 @@ fn shrink_sheds_one_unit_per_excess() {
     });
 }
 
+/// Two healthy connections returned at once into a pool shrunk 2 → 1: one of them is the
+/// excess and closes, the other stays idle. Catches `shrunk_return_not_cas` (each return
+/// checks `size > max_size` and then closes on its own: both see 2 > 1, both close, and the
+/// pool ends with no connection at all).
+#[test]
+fn two_returns_into_a_shrunk_pool_close_one() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(2, &["a"]));
+        let c1 = get(&core).unwrap();
+        let c2 = get(&core).unwrap();
+        core.resize(1);
+        let a = spawn(&core, move |core| core.give_back(c1));
+        let b = spawn(&core, move |core| core.give_back(c2));
+        a.join().unwrap();
+        b.join().unwrap();
+        at_rest(&core);
+        assert_eq!(
+            (core.size(), core.idle()),
+            (1, 1),
+            "only the excess closed: {core:?}"
+        );
+    });
+}
+
 /// `set_backends` (a → b) racing with a get and the return of a connection to `a`: once the
 /// swap is done, no connection to `a` is ever handed out (checked by the racing getter when
 /// it saw the swap finish first, and by a get after everything). Catches `no_mark_removed`
