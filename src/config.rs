@@ -66,9 +66,9 @@ pub struct Config {
     /// Check idle connections quiet for at least this long, in the background (a heartbeat
     /// below the server's idle timeout). Default `None`: set it a little below your server's
     /// `timeout`. Must be below `idle_timeout` (else no connection would live to be pinged).
-    /// A pass pings in batches of up to 8 at once, never taking more than half of the idle
-    /// connections out of the queue (gets find the others); a connection out for its ping
-    /// keeps its slot.
+    /// A pass pings in batches of up to 8 at once, never more than it leaves in the idle
+    /// queue (half of the idle connections, rounded up: a lone idle connection is pinged
+    /// too), so gets find the others; a connection out for its ping keeps its slot.
     pub keepalive: Option<Duration>,
     /// Consecutive failed background checks before an idle connection is closed
     /// (PingMaxRetries), a `keepalive` interval apart. Default 3: one lost packet does not
@@ -252,6 +252,7 @@ impl Config {
             ("idle_timeout", self.idle_timeout),
             ("max_lifetime", self.max_lifetime),
             ("keepalive", self.keepalive),
+            ("backoff_base", Some(self.backoff_base)),
             ("backoff_max", Some(self.backoff_max)),
             ("maintenance_interval", Some(self.maintenance_interval)),
         ] {

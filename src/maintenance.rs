@@ -109,8 +109,8 @@ impl<M: Manager> PoolInner<M> {
 
     /// Closes stale idle connections and pings quiet ones, in batches ([`MAX_PINGS`] at
     /// most, and never more than are left in the idle queue, so gets still find half of the
-    /// idle connections): a backend that stopped answering costs a pass one `check_timeout`
-    /// per batch, not one per connection.
+    /// idle connections, rounded down): a backend that stopped answering costs a pass one
+    /// `check_timeout` per batch, not one per connection.
     async fn scan_idle(&self) {
         let mut batch = Vec::new();
         for _ in 0..self.idle.len() {

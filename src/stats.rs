@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::lanes::{Cells, Lane};
-use crate::sync::{AtomicU64, CachePadded, Ordering};
+use crate::sync::{AtomicU64, CachePadded, Instant, Ordering};
 
 /// [`Counters::waits`]: gets that waited.
 const WAITS: usize = 0;
@@ -148,15 +148,14 @@ macro_rules! counters {
                 }
             }
 
-            /// Counts a get that is about to wait.
-            pub(crate) fn wait_started(&self) {
+            /// Counts a get that is about to wait; its length is added to the total wait
+            /// time when the returned clock drops (the wait ended, or its get was dropped).
+            pub(crate) fn wait_clock(&self, start: Instant) -> WaitClock<'_> {
                 self.waits.add(Lane::current(), WAITS, 1);
-            }
-
-            /// Adds a finished wait's length to the total wait time.
-            pub(crate) fn wait_ended(&self, d: Duration) {
-                let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-                self.waits.add(Lane::current(), WAIT_NANOS, nanos);
+                WaitClock {
+                    counters: self,
+                    start,
+                }
             }
 
             /// Counts a get served by a new connection.
@@ -186,6 +185,20 @@ counters!(
     failed_closed,
     detached,
 );
+
+/// A wait in progress (see [`Counters::wait_clock`]): adds its length to the total wait time
+/// when dropped.
+pub(crate) struct WaitClock<'a> {
+    counters: &'a Counters,
+    start: Instant,
+}
+
+impl Drop for WaitClock<'_> {
+    fn drop(&mut self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.counters.waits.add(Lane::current(), WAIT_NANOS, nanos);
+    }
+}
 
 /// Adds one to a counter.
 pub(crate) fn bump(c: &AtomicU64) {

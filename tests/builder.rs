@@ -85,6 +85,10 @@ async fn every_invalid_field_is_a_build_error_naming_it() {
             Box::new(move |b| b.idle_timeout(Some(year * 200))),
         ),
         (
+            "backoff_base",
+            Box::new(move |b| b.backoff_base(year * 200).backoff_max(year * 200)),
+        ),
+        (
             "test_on_borrow",
             Box::new(|b| b.test_on_borrow(TestOnBorrow::IdleFor(Duration::MAX))),
         ),

@@ -217,7 +217,10 @@ async fn a_cancelled_waiters_slot_is_given_up_when_the_pool_shrank_below_it() {
     }
     assert_eq!(pool.status().size, 1, "the slot was given up");
     assert_eq!(m.connects(), 2, "no connection opened above the new size");
-    assert!(!second.is_finished(), "the second waiter waits for the one connection");
+    assert!(
+        !second.is_finished(),
+        "the second waiter waits for the one connection"
+    );
     drop(c2);
     let id = tokio::time::timeout(Duration::from_secs(60), second)
         .await

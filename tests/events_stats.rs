@@ -289,3 +289,23 @@ async fn every_failed_get_is_counted_once_under_its_error() {
     // Dials and checks, counted apart: two refused dials, two failed checks.
     assert_eq!((s.connect_errors, s.check_failures), (2, 2));
 }
+
+/// A get dropped while it waits (a caller's own timeout, a `select!`) waited too: its wait
+/// counts in `wait_time`, not only in `waits`.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_wait_counts_in_wait_time() {
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone()).max_size(1).build().unwrap();
+    let held = pool.get().await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(1), pool.get())
+        .await
+        .is_err());
+    let s = pool.stats();
+    assert_eq!((s.waits, s.cancelled), (1, 1));
+    assert_eq!(
+        s.wait_time,
+        Duration::from_secs(1),
+        "the cancelled wait's length"
+    );
+    drop(held);
+}
