@@ -652,6 +652,133 @@ async fn resync_catches_what_lost_watches_missed_and_rearms_them() {
     pool.close().await;
 }
 
+/// A child deleted and created again under its name while the notifications are lost: the
+/// names listed are the same, but the directory's `cversion` moved, so the resync knows the
+/// child watch was spent and arms it again (before, only a change of names showed that,
+/// and joins and leaves went unfollowed until a later resync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_rearms_a_child_watch_lost_to_a_delete_and_create_under_one_name() {
+    let server = ZooKeeperServer::start();
+    let sniffer = SessionSniffer::start(&server.addr()).await;
+    let w = writer(&server).await;
+    let (a, b) = ("10.0.12.1:1", "10.0.12.2:1");
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&sniffer.addr(), "demo").resync_interval(Duration::from_millis(300));
+    let pool = pool(&m, zk, &log, 2);
+    converge(&pool, &[a, b], &log).await;
+    // The pool is the only watcher: 2 data watches and the child watch.
+    until("every watch armed", || server.watch_count() == Some(3)).await;
+
+    sniffer.mute_notifications(true);
+    delete(&w, "/jodis/demo/proxy-a").await;
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    // The delete spent the child watch and proxy-a's data watch; the resync re-arms both.
+    until("the child watch re-armed", || {
+        server.watch_count() == Some(3)
+    })
+    .await;
+    sniffer.mute_notifications(false);
+    assert_eq!(addrs(&pool), [a, b]);
+    pool.close().await;
+}
+
+/// A full read that fails (the directory cannot be listed) is retried until one succeeds,
+/// even if a smaller read on a data watch succeeds meanwhile (before, that cleared the retry:
+/// the listing was never read again and its watch never re-armed until the resync, an hour
+/// here, so a child created meanwhile was never followed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_listing_is_retried_whatever_succeeds_meanwhile() {
+    // Sessions outlive the restart below: the client reconnects to its session and re-reads.
+    let mut server = ZooKeeperServer::start_with(Duration::from_secs(20));
+    let w = writer(&server).await;
+    let (a, b, c) = ("10.0.13.1:1", "10.0.13.2:1", "10.0.13.3:1");
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&server.addr(), "demo")
+        .session_timeout(Duration::from_secs(15))
+        .resync_interval(Duration::from_secs(3600));
+    let pool = pool(&m, zk, &log, 2);
+    converge(&pool, &[a, b], &log).await;
+
+    // Nobody may list the directory (children can still be created, and read); a child
+    // joins meanwhile (ZooKeeper tells no watcher that may not read the directory).
+    let no_read = [zk::Acl::new(
+        zk::Permission::WRITE
+            | zk::Permission::CREATE
+            | zk::Permission::DELETE
+            | zk::Permission::ADMIN,
+        zk::AuthId::anyone(),
+    )];
+    w.set_acl("/jodis/demo", &no_read, None)
+        .await
+        .expect("set_acl");
+    put(&w, "/jodis/demo/proxy-c", &proxy(c, "online")).await;
+    drop(w);
+    // A restart: the client reconnects, and its full re-read cannot list the directory.
+    server.stop();
+    server.restart();
+    until("the listing failed", || log.count("listing") >= 1).await;
+    // A data watch fires and its read succeeds while the listing is still refused.
+    let w = writer(&server).await;
+    put(&w, "/jodis/demo/proxy-b", &proxy(b, "offline")).await;
+    converge(&pool, &[a], &log).await;
+    w.set_acl("/jodis/demo", &zk::Acls::anyone_all(), None)
+        .await
+        .expect("set_acl");
+    // The retry lists the directory again: proxy-c joins.
+    converge(&pool, &[a, c], &log).await;
+    pool.close().await;
+}
+
+/// An ensemble wiped and seeded again by the same steps numbers its transactions the same
+/// way: a node's new data can come with its old `mzxid`. The pool's cache outlives the
+/// session, and must still read the new data (before, an equal `mzxid` kept the old address
+/// for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_and_reseeded_ensemble_is_read_anew() {
+    let mut server = ZooKeeperServer::start();
+    let sniffer = SessionSniffer::start(&server.addr()).await;
+    let (old, new) = ("10.0.14.1:1", "10.0.14.9:1");
+    let server_addr = server.addr();
+    let seed = |addr: &'static str| {
+        let server_addr = server_addr.clone();
+        async move {
+            let w = zk::Client::connector()
+                .with_session_timeout(Duration::from_secs(20))
+                .connect(&server_addr)
+                .await
+                .expect("writer connects");
+            put(&w, "/jodis/demo/proxy-a", &proxy(addr, "online")).await;
+            let (_, stat) = w.get_data("/jodis/demo/proxy-a").await.expect("get_data");
+            stat.mzxid
+        }
+    };
+    let first = seed(old).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&sniffer.addr(), "demo").resync_interval(Duration::from_secs(3600));
+    let pool = pool(&m, zk, &log, 2);
+    converge(&pool, &[old], &log).await;
+
+    // Kept away while the ensemble is wiped and seeded again (so its new session comes
+    // after the seed, as the first one did, and the zxids repeat).
+    sniffer.block(true);
+    server.wipe();
+    let again = seed(new).await;
+    assert_eq!(
+        again, first,
+        "the reseeded node has its old mzxid (the case under test)"
+    );
+    sniffer.block(false);
+    converge(&pool, &[new], &log).await;
+    pool.close().await;
+}
+
 // ---- independence and close ---------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

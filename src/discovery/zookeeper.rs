@@ -356,15 +356,16 @@ impl ZooKeeper {
                     tracing::warn!(path = %self.path, "{message}");
                     updates.report_error(message);
                 }
-                if ok.is_ok() {
+                // Only a full read that succeeded settles a pending retry: a later small read
+                // (one child's data, on its watch) does not re-read the listing or re-arm the
+                // watches the failed read left unarmed.
+                if ok.is_ok() && matches!(pending, Work::All) {
                     retry = None;
-                    if matches!(pending, Work::All) {
-                        next_resync = deadline_after(Instant::now(), self.resync_interval);
-                    }
+                    next_resync = deadline_after(Instant::now(), self.resync_interval);
                 }
                 // Publish unless the listing itself failed: after a partial read, a node that
                 // could not be read keeps its last known state (a new one waits for the retry).
-                if matches!(ok, Ok(()) | Err(Failure::Partial(_))) {
+                if publishable(&ok, published.is_none()) {
                     let list = cache.online();
                     if published.as_ref() != Some(&list) {
                         tracing::info!(
@@ -448,14 +449,20 @@ impl ZooKeeper {
         let mut to_read: Vec<String> = Vec::new();
         if list_dir {
             let was_armed = watches.children;
-            let mut children = self.list(client, watches).await?;
-            if names.is_none() && was_armed && !same_names(&children, &cache.nodes) {
+            let mut listing = self.list(client, watches).await?;
+            // The names alone would miss a child deleted and created again under its name
+            // (a restarted proxy with a stable id): `cversion` moved all the same.
+            let changed =
+                !same_names(&listing.children, &cache.nodes) || listing.cversion != cache.cversion;
+            if names.is_none() && was_armed && changed {
                 // A full pass found a change the armed children watch never reported: that
                 // watch is evidently lost (or its event is still in flight): arm another.
                 tracing::warn!(path = %self.path, "zookeeper: resync found a children change no watch reported; re-arming");
                 watches.children = false;
-                children = self.list(client, watches).await?;
+                listing = self.list(client, watches).await?;
             }
+            cache.cversion = listing.cversion;
+            let children = listing.children;
             let listed: HashSet<&str> = children.iter().map(String::as_str).collect();
             cache.nodes.retain(|name, _| listed.contains(name.as_str()));
             match names {
@@ -572,11 +579,7 @@ impl ZooKeeper {
 
     /// Lists the directory, arming the children watch (or, while it is missing, the exists
     /// watch) unless one is already outstanding. A missing directory is an empty list.
-    async fn list(
-        &self,
-        client: &zk::Client,
-        watches: &mut Watches,
-    ) -> Result<Vec<String>, Failure> {
+    async fn list(&self, client: &zk::Client, watches: &mut Watches) -> Result<Listing, Failure> {
         let fail = |e: zk::Error| match terminal_error(&e) {
             Some(end) => Failure::Ended(end),
             None => Failure::Error(format!(
@@ -588,21 +591,26 @@ impl ZooKeeper {
         // exists watch.
         for _ in 0..2 {
             let listed = if watches.children {
-                client.list_children(&self.path).await
+                client.get_children(&self.path).await
             } else {
-                match client.list_and_watch_children(&self.path).await {
-                    Ok((children, watcher)) => {
+                match client.get_and_watch_children(&self.path).await {
+                    Ok((children, stat, watcher)) => {
                         watches.arm(Target::Children, watcher);
-                        Ok(children)
+                        Ok((children, stat))
                     }
                     Err(e) => Err(e),
                 }
             };
             match listed {
-                Ok(children) => return Ok(children),
+                Ok((children, stat)) => {
+                    return Ok(Listing {
+                        children,
+                        cversion: Some(stat.cversion),
+                    })
+                }
                 Err(zk::Error::NoNode) => {
                     if watches.exists {
-                        return Ok(Vec::new());
+                        return Ok(Listing::missing());
                     }
                     let (stat, watcher) = client
                         .check_and_watch_stat(&self.path)
@@ -611,13 +619,30 @@ impl ZooKeeper {
                     watches.arm(Target::Exists, watcher);
                     if stat.is_none() {
                         tracing::debug!(path = %self.path, "zookeeper: directory missing; watching for it");
-                        return Ok(Vec::new());
+                        return Ok(Listing::missing());
                     }
                 }
                 Err(e) => return Err(fail(e)),
             }
         }
-        Ok(Vec::new())
+        Ok(Listing::missing())
+    }
+}
+
+/// The directory's children, and its `cversion` (which every create and delete of a child
+/// moves, even when a child is deleted and created again under its old name); `None` while
+/// the directory does not exist.
+struct Listing {
+    children: Vec<String>,
+    cversion: Option<i32>,
+}
+
+impl Listing {
+    fn missing() -> Self {
+        Listing {
+            children: Vec::new(),
+            cversion: None,
+        }
     }
 }
 
@@ -827,12 +852,19 @@ impl Watches {
 #[derive(Debug, Default)]
 struct Cache {
     nodes: BTreeMap<String, Node>,
+    /// The directory's `cversion` at its last listing (see [`Listing`]).
+    cversion: Option<i32>,
 }
 
 #[derive(Debug)]
 struct Node {
-    /// The zxid of the data's last modification (re-parsed and re-warned only when it moves).
+    /// The zxid of the data's last modification (a change no watch reported shows here).
     mzxid: i64,
+    /// The data as last read: re-parsed (and re-warned) only when it or `mzxid` changes. Not
+    /// `mzxid` alone: the cache outlives sessions, and an ensemble wiped and seeded again by
+    /// the same script numbers its transactions the same way, so a node's new data can come
+    /// with its old `mzxid`.
+    data: Vec<u8>,
     parsed: Result<NodeData, String>,
 }
 
@@ -840,7 +872,7 @@ impl Cache {
     /// Records a child's data, warning once per version if it is malformed.
     fn update(&mut self, name: &str, data: &[u8], mzxid: i64, updates: &Updates, dir: &str) {
         if let Some(node) = self.nodes.get(name) {
-            if node.mzxid == mzxid {
+            if node.mzxid == mzxid && node.data == data {
                 return;
             }
         }
@@ -850,7 +882,14 @@ impl Cache {
             tracing::warn!("{message}");
             updates.warn(&message);
         }
-        self.nodes.insert(name.to_owned(), Node { mzxid, parsed });
+        self.nodes.insert(
+            name.to_owned(),
+            Node {
+                mzxid,
+                data: data.to_vec(),
+                parsed,
+            },
+        );
     }
 
     /// Records a child whose data cannot be read (skipped; warned once until it changes).
@@ -872,6 +911,7 @@ impl Cache {
             name.to_owned(),
             Node {
                 mzxid: i64::MIN,
+                data: Vec::new(),
                 parsed: Err(why),
             },
         );
@@ -880,6 +920,18 @@ impl Cache {
     /// The online backends, in child-name order, each address once.
     fn online(&self) -> Vec<Backend> {
         online_list(self.nodes.values().map(|n| &n.parsed))
+    }
+}
+
+/// Whether a read's outcome is published: a full success always; a partial one (some
+/// children could not be read, and keep their last known state) only once a list has been
+/// published. A first list missing the children it could not read, possibly empty, would make
+/// the gets waiting for it fail with `NoBackends`; they wait for the retry instead.
+fn publishable(ok: &Result<(), Failure>, first: bool) -> bool {
+    match ok {
+        Ok(()) => true,
+        Err(Failure::Partial(_)) => !first,
+        Err(_) => false,
     }
 }
 
@@ -952,6 +1004,22 @@ enum Read<P, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_first_read_is_not_published() {
+        let partial = || Err(Failure::Partial("a child could not be read".to_owned()));
+        assert!(publishable(&Ok(()), true));
+        assert!(publishable(&Ok(()), false));
+        // The first list would lack the unread children (possibly empty: NoBackends for
+        // every waiting get): the retry is waited for.
+        assert!(!publishable(&partial(), true));
+        // Later lists keep the unread children's last known state.
+        assert!(publishable(&partial(), false));
+        assert!(!publishable(
+            &Err(Failure::Error("listing".to_owned())),
+            false
+        ));
+    }
 
     #[test]
     fn layouts_and_paths() {

@@ -95,6 +95,17 @@ impl ZooKeeperServer {
         super::restart_on_port("zookeeper", port, || self.spawn_and_wait());
     }
 
+    /// Stops the server, deletes its whole tree and sessions (the data directory), and
+    /// starts a fresh one on the same port: an ensemble wiped and seeded again.
+    pub fn wipe(&mut self) {
+        self.stop();
+        let data = self.dir.join("data");
+        std::fs::remove_dir_all(&data).expect("remove the data directory");
+        std::fs::create_dir_all(&data).expect("create the data directory");
+        let port = self.port;
+        super::restart_on_port("zookeeper", port, || self.spawn_and_wait());
+    }
+
     /// Sends a four-letter word (`ruok`, `srvr`, `cons`, `stat`) and returns the answer.
     pub fn four_letter(&self, word: &str) -> std::io::Result<String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
