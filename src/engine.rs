@@ -696,6 +696,10 @@ impl<C> Engine<C> {
     /// connection, if any, is closed).
     fn after_shed(&self, before: usize, h: &impl Hooks<C>) {
         self.after_sub(before);
+        // Mutant: the old code had no re-check either (the re-check alone rescues the waiter
+        // that two uncoordinated decrements strand).
+        #[cfg(any(connpool_mutant = "shed_not_cas", connpool_mutant = "shed_no_recheck"))]
+        return;
         // The `max` that `try_shed` read may be stale: a `resize` that grew the pool
         // meanwhile hands out the slots it finds (`try_reserve`), and may have looked before
         // this decrement. Its waiters then get the slot here. SeqCst load of the waiting word

@@ -443,6 +443,35 @@ fn shrink_sheds_one_unit_per_excess() {
     });
 }
 
+/// A connection closing in a pool one above its size (3 open, shrunk to 2) while the pool
+/// grows back to 3 and a getter waits: whichever order, the waiter is served. The closer's
+/// `max` may be the old one: the grow finds no free slot yet (3 of 3), then the closer gives
+/// its unit up (3 → 2), and the slot that frees must still reach the waiter. Catches
+/// `shed_no_recheck` (the closer does not look for waiters after its decrement: deadlock).
+#[test]
+fn shed_races_resize_up() {
+    loom::model(|| {
+        let core = Arc::new(Core::new(3, &["a"]));
+        let c1 = get(&core).unwrap();
+        let c2 = get(&core).unwrap();
+        let c3 = get(&core).unwrap();
+        core.resize(2);
+        let waiter = spawn(&core, move |core| {
+            let c = get(core).expect("get");
+            core.give_back(c);
+        });
+        let closer = spawn(&core, move |core| core.discard(c1));
+        let grower = spawn(&core, move |core| core.resize(3));
+        waiter.join().unwrap();
+        closer.join().unwrap();
+        grower.join().unwrap();
+        core.give_back(c2);
+        core.give_back(c3);
+        assert_eq!(core.max_size(), 3);
+        at_rest(&core);
+    });
+}
+
 /// Two healthy connections returned at once into a pool shrunk 2 → 1: one of them is the
 /// excess and closes, the other stays idle. Catches `shrunk_return_not_cas` (each return
 /// checks `size > max_size` and then closes on its own: both see 2 > 1, both close, and the
