@@ -75,6 +75,12 @@ use crate::sync::{deadline_after, Arc, CachePadded, Instant, Ordering, WaitQueue
 /// `select!` loser, a timeout, an aborted task) gives back its slot and whatever connection it
 /// held. A connection dropped in the middle of its check is closed (its state is unknown);
 /// a connection dropped in the middle of its connect is never handed out.
+///
+/// A get future that is polled once and then kept, neither polled again nor dropped (a
+/// `select!` branch that is disabled but not dropped, a future stored away), still waits in
+/// line. Besides holding its place, it may hold the line's shared timer (see above): the
+/// other gets waiting with the pool's `wait_timeout` then time out only once it is polled
+/// or dropped (hand-offs still serve them). Drop a get you no longer wait for.
 pub struct Pool<M: Manager> {
     handle: Arc<Handle<M>>,
 }

@@ -779,6 +779,51 @@ async fn a_wiped_and_reseeded_ensemble_is_read_anew() {
     pool.close().await;
 }
 
+/// A server that ends every new session at once (here each is killed as soon as it is seen):
+/// the reconnects back off, doubling, instead of starting over at 100 ms after every
+/// session that opened (a session only resets the backoff once it has lasted 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_that_end_at_once_back_the_reconnects_off() {
+    let server = ZooKeeperServer::start();
+    let sniffer = SessionSniffer::start(&server.addr()).await;
+    let w = writer(&server).await;
+    let a = "10.0.15.1:1";
+    put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&sniffer.addr(), "demo").session_timeout(Duration::from_secs(2));
+    let pool = pool(&m, zk, &log, 2);
+    converge(&pool, &[a], &log).await;
+    let started = Instant::now();
+    let mut killed = std::collections::HashSet::new();
+    while started.elapsed() < Duration::from_secs(4) {
+        for (id, password) in sniffer.sessions() {
+            if killed.insert(id) {
+                // Blocked meanwhile, so the client cannot re-attach before the kill.
+                sniffer.block(true);
+                let addr = server.addr();
+                let _ = tokio::task::spawn_blocking(move || kill_session(&addr, id, &password))
+                    .await
+                    .unwrap();
+                sniffer.block(false);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let n = sniffer.sessions().len();
+    // Backing off (100 ms, 200, 400, 800, 1.6 s, jittered down by up to half) leaves room
+    // for about 6 sessions in 4 s; starting over each time made 20 or more.
+    assert!(
+        n <= 10,
+        "{n} sessions in 4 s: the reconnects did not back off"
+    );
+    assert!(n >= 3, "the discovery kept reconnecting: {n} sessions");
+    // Left alone, it settles on a session and follows the tree again.
+    put(&w, "/jodis/demo/proxy-b", &proxy("10.0.15.2:1", "online")).await;
+    converge(&pool, &[a, "10.0.15.2:1"], &log).await;
+    pool.close().await;
+}
+
 // ---- independence and close ---------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

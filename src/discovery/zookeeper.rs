@@ -62,6 +62,10 @@ const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 /// Default cap of the reconnect backoff.
 const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// A session that lasted this long resets the reconnect backoff; one that ends sooner (a
+/// server that accepts sessions and then drops them at once) backs off further, as a failed
+/// connect does.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 /// Shortest accepted resync interval (a zero one would spin).
 const MIN_RESYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest accepted session timeout: `zookeeper-client` sends it as an `i32` of milliseconds
@@ -254,8 +258,10 @@ impl ZooKeeper {
 
     /// Cap of the reconnect backoff (default 3 s; at least 100 ms, at most 100 years, a
     /// longer one being capped there). Reconnects start after 100 ms and double up to this
-    /// cap, each delay jittered down by up to half. Failed reads are retried with the same
-    /// cap, from 200 ms.
+    /// cap, each delay jittered down by up to half; a session that lasted 10 s resets them
+    /// (one that ends sooner counts as another failure, so a server that drops every new
+    /// session at once is not reconnected to ten times a second). Failed reads are retried
+    /// with the same cap, from 200 ms.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -664,7 +670,7 @@ impl Discovery for ZooKeeper {
             };
             match opened {
                 Ok(client) => {
-                    failures = 0;
+                    let began = Instant::now();
                     tracing::info!(
                         connect = %self.connect,
                         session = %client.session_id(),
@@ -675,6 +681,9 @@ impl Discovery for ZooKeeper {
                         .follow(&client, &updates, &mut cache, &mut published)
                         .await;
                     drop(client);
+                    if began.elapsed() >= HEALTHY_SESSION {
+                        failures = 0;
+                    }
                     let message = match end {
                         SessionEnd::PoolClosed => return Ok(()),
                         SessionEnd::Terminal(zk::SessionState::Expired) => format!(
