@@ -157,23 +157,28 @@ async fn a_get_cancelled_mid_check_closes_that_connection() {
     assert_eq!(pool.stats().closed_broken, 1);
 }
 
+/// Spawns a get that waits in line, once it is counted the `nth` waiter; it resolves to the
+/// id of the connection it got.
+async fn queue_waiter(
+    pool: &Pool<Faulty>,
+    nth: usize,
+) -> tokio::task::JoinHandle<Result<u64, connpool::Error<support::faulty::FaultError>>> {
+    let p = pool.clone();
+    let waiter = tokio::spawn(async move { p.get().await.map(|c| c.id) });
+    support::faulty::eventually("the waiter in line", Duration::from_secs(5), || {
+        pool.status().waiters == nth
+    })
+    .await;
+    waiter
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_waiter_cancelled_after_its_wake_up_passes_it_on() {
     let m = Faulty::new();
     let pool = Pool::builder(m.clone()).max_size(1).build().unwrap();
     let held = pool.get().await.unwrap();
-    let p1 = pool.clone();
-    let first = tokio::spawn(async move { p1.get().await.map(|c| c.id) });
-    support::faulty::eventually("first waiter", Duration::from_secs(5), || {
-        pool.status().waiters == 1
-    })
-    .await;
-    let p2 = pool.clone();
-    let second = tokio::spawn(async move { p2.get().await.map(|c| c.id) });
-    support::faulty::eventually("second waiter", Duration::from_secs(5), || {
-        pool.status().waiters == 2
-    })
-    .await;
+    let first = queue_waiter(&pool, 1).await;
+    let second = queue_waiter(&pool, 2).await;
     // Release (which notifies the first waiter) and abort the first before it runs.
     drop(held);
     first.abort();
@@ -195,18 +200,8 @@ async fn a_cancelled_waiters_slot_is_given_up_when_the_pool_shrank_below_it() {
     let pool = Pool::builder(m.clone()).max_size(2).build().unwrap();
     let c1 = pool.get().await.unwrap();
     let c2 = pool.get().await.unwrap();
-    let p1 = pool.clone();
-    let first = tokio::spawn(async move { p1.get().await.map(drop) });
-    support::faulty::eventually("first waiter", Duration::from_secs(5), || {
-        pool.status().waiters == 1
-    })
-    .await;
-    let p2 = pool.clone();
-    let second = tokio::spawn(async move { p2.get().await.map(|c| c.id) });
-    support::faulty::eventually("second waiter", Duration::from_secs(5), || {
-        pool.status().waiters == 2
-    })
-    .await;
+    let first = queue_waiter(&pool, 1).await;
+    let second = queue_waiter(&pool, 2).await;
     // The slot of the discarded connection goes to the first waiter; the pool shrinks to 1
     // (2 open: the one left and that slot); the first waiter is aborted before it runs.
     c1.discard();

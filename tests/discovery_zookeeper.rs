@@ -71,6 +71,15 @@ fn proxy(addr: &str, state: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A Codis 3 discovery of `demo` whose session outlives a short server restart (15 s; start
+/// the server `with` 20 s sessions), with no periodic resync: the reconnect's re-read alone
+/// must catch up.
+fn survives_restarts(server: &ZooKeeperServer) -> ZooKeeper {
+    ZooKeeper::codis3(&server.addr(), "demo")
+        .session_timeout(Duration::from_secs(15))
+        .resync_interval(Duration::from_secs(3600))
+}
+
 /// Events a pool fired, as text, for assertions on discovery errors and warnings.
 #[derive(Clone, Default)]
 struct Log(Arc<Mutex<Vec<String>>>);
@@ -474,9 +483,7 @@ async fn server_restart_keeps_the_last_list_then_converges() {
     put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
     let m = Faulty::new();
     let log = Log::default();
-    let zk = ZooKeeper::codis3(&server.addr(), "demo")
-        .session_timeout(Duration::from_secs(15))
-        .resync_interval(Duration::from_secs(3600));
+    let zk = survives_restarts(&server);
     let pool = pool(&m, zk, &log, 4);
     converge(&pool, &[a, b], &log).await;
     drop(w);
@@ -699,9 +706,7 @@ async fn a_failed_listing_is_retried_whatever_succeeds_meanwhile() {
     put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
     let m = Faulty::new();
     let log = Log::default();
-    let zk = ZooKeeper::codis3(&server.addr(), "demo")
-        .session_timeout(Duration::from_secs(15))
-        .resync_interval(Duration::from_secs(3600));
+    let zk = survives_restarts(&server);
     let pool = pool(&m, zk, &log, 2);
     converge(&pool, &[a, b], &log).await;
 
