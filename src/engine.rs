@@ -510,13 +510,10 @@ impl<C> Engine<C> {
             return;
         }
         if self.size() > self.max() {
-            // Above its size (a shrink): closed if, at the CAS, the pool still is; two
-            // returns at once into a pool one above its size close one connection between
-            // them, not both (see `try_shed`).
-            if let Some(before) = self.try_shed() {
-                self.close_keep(c, CloseReason::Shrunk, h);
-                self.after_shed(before, h);
-                return;
+            // Above its size (a shrink): closed if, at the CAS, the pool still is.
+            match self.shed_conn(c, h) {
+                Ok(()) => return,
+                Err(back) => c = back,
             }
         }
         if self.idle_full() && self.admission.load().waiters() == 0 {
@@ -637,22 +634,27 @@ impl<C> Engine<C> {
     /// will open a connection with it, or back to `size`. Not while the pool is closed or above
     /// its size (a shrink in progress takes the unit).
     pub(crate) fn free_unit(&self, h: &impl Hooks<C>) {
-        self.free_unit_or_shed(h);
-    }
-
-    /// [`free_unit`](Self::free_unit); `true` if the unit was given up (the pool is closed,
-    /// or was above its size), `false` if it went on as a slot (to a waiter or `size`).
-    fn free_unit_or_shed(&self, h: &impl Hooks<C>) -> bool {
         if self.is_closed() {
             self.size_sub();
-            return true;
+            return;
         }
         if let Some(before) = self.try_shed() {
             self.after_shed(before, h);
-            return true;
+            return;
         }
         self.give(Token::Slot, h);
-        false
+    }
+
+    /// Closes `c` as the pool's excess if, at the CAS, the pool is still above its size
+    /// ([`try_shed`](Self::try_shed)): two connections at once in a pool one above its size
+    /// close one between them, not both. `Err(c)` if it is not above its size (any more).
+    fn shed_conn(&self, c: Conn<C>, h: &impl Hooks<C>) -> Result<(), Conn<C>> {
+        let Some(before) = self.try_shed() else {
+            return Err(c);
+        };
+        self.close_keep(c, CloseReason::Shrunk, h);
+        self.after_shed(before, h);
+        Ok(())
     }
 
     /// Gives one unit up if `size` is above `max_size` *at the decrement* (a CAS): two units
@@ -754,25 +756,18 @@ impl<C> Engine<C> {
         self.size_sub();
     }
 
-    /// Closes idle connections while the pool is above `max_size`.
+    /// Closes idle connections while the pool is above `max_size`. Each is closed only if,
+    /// at the CAS, the pool is still above its size ([`shed_conn`](Self::shed_conn)); if
+    /// another closer brought it down meanwhile, the connection goes back and the shrink
+    /// stops.
     #[cold]
-    /// Each is closed only if, at the CAS, the pool is still above its size
-    /// ([`try_shed`](Self::try_shed)); if another closer brought it down meanwhile, the
-    /// connection goes back and the shrink stops.
     fn shrink_idle(&self, lane: Lane, h: &impl Hooks<C>) {
         while self.size() > self.max() {
             let Some(c) = self.idle.pop(lane) else { break };
-            match self.try_shed() {
-                Some(before) => {
-                    self.close_keep(c, CloseReason::Shrunk, h);
-                    self.after_shed(before, h);
-                }
-                None => {
-                    // Another closer brought the pool down to its size meanwhile: this one
-                    // stays (back to a waiter or the queue), and the shrink is done.
-                    self.give_in(Token::Conn(c), lane, h);
-                    break;
-                }
+            if let Err(c) = self.shed_conn(c, h) {
+                // Back to a waiter or the queue; the shrink is done.
+                self.give_in(Token::Conn(c), lane, h);
+                break;
             }
         }
     }

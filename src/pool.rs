@@ -673,7 +673,7 @@ impl<M: Manager> PoolInner<M> {
                 let deadline = deadline_from(start);
                 // Its length is added to `wait_time` when the wait ends, or when the get is
                 // dropped mid-wait (a cancelled wait waited too).
-                let _clock = self.counters.wait_clock(start);
+                let clock = self.counters.wait_clock(start);
                 // The pool's own `wait_timeout` is the line's shared deadline: kept by one
                 // timer for all such waiters (see `admission.rs`); another timeout arms its own.
                 // So does a waiter on another runtime than the pool's: the shared timer is
@@ -681,7 +681,7 @@ impl<M: Manager> PoolInner<M> {
                 // runs, so a waiter may share it only with the waiters of its own runtime.
                 let shared = timeout == self.config.wait_timeout && self.on_home_runtime();
                 let waited = self.engine.acquire(self, Some(deadline), shared).await;
-                drop(_clock);
+                drop(clock);
                 match waited {
                     Ok(t) => t,
                     Err(WaitError::Closed) => return Err(self.fail_closed()),
