@@ -284,7 +284,9 @@ impl<M: Manager> Pool<M> {
     ///
     /// Growing wakes waiters at once. Shrinking closes idle connections above the new size
     /// at once; lent connections above it are closed as they come back, so `size` may exceed
-    /// the new `max_size` until they do (no new connection is opened meanwhile). `max_idle`,
+    /// the new `max_size` until they do. No get that starts after this returns opens a
+    /// connection above the new size; a get already reserving a slot as it runs may still
+    /// open one (within the old size), which is closed when it comes back. `max_idle`,
     /// unless set explicitly, follows `max_size`; an explicit `max_idle` is capped at it.
     ///
     /// # Errors
@@ -666,8 +668,10 @@ impl<M: Manager> PoolInner<M> {
             Some(t) => t,
             None => {
                 if timeout.is_zero() {
-                    stats::bump(&self.counters.exhausted);
-                    return Err(Error::Exhausted);
+                    return Err(self.before_first_list().unwrap_or_else(|| {
+                        stats::bump(&self.counters.exhausted);
+                        Error::Exhausted
+                    }));
                 }
                 let start = started.get();
                 let deadline = deadline_from(start);
@@ -685,7 +689,11 @@ impl<M: Manager> PoolInner<M> {
                 match waited {
                     Ok(t) => t,
                     Err(WaitError::Closed) => return Err(self.fail_closed()),
-                    Err(WaitError::TimedOut) => return Err(self.timed_out_waiting(start, true)),
+                    Err(WaitError::TimedOut) => {
+                        return Err(self
+                            .before_first_list()
+                            .unwrap_or_else(|| self.timed_out_waiting(start, true)))
+                    }
                 }
             }
         };
@@ -1106,6 +1114,18 @@ impl<M: Manager> PoolInner<M> {
 
     fn timed_out(&self, start: Instant) -> Error<M::Error> {
         self.timed_out_waiting(start, false)
+    }
+
+    /// A get that found no slot (it may not wait, or its wait timed out) before discovery's
+    /// first list: every slot is then held by a get waiting for that list, so the cause is
+    /// the missing list, and the get fails `NoBackends` (counted there) like those gets do.
+    /// `None` once a list is in force.
+    fn before_first_list(&self) -> Option<Error<M::Error>> {
+        if self.backends.snapshot().known {
+            return None;
+        }
+        stats::bump(&self.counters.no_backends);
+        Some(Error::NoBackends)
     }
 
     /// The timeout error; `waiting`: the get gave up while queued for a slot (its own wait

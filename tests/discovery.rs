@@ -86,6 +86,54 @@ async fn gets_wait_for_the_first_list_then_fail_no_backends() {
     assert_eq!(get.await.unwrap().unwrap(), "a:1");
 }
 
+/// Before discovery's first list every slot is held by a get waiting for that list. A get
+/// queued behind them for a slot, and one that may not wait, fail `NoBackends` as well (the
+/// cause is the missing list), not `Timeout` or `Exhausted`.
+#[tokio::test(start_paused = true)]
+async fn gets_without_a_slot_before_the_first_list_fail_no_backends_too() {
+    let d = Scripted::default();
+    let m = Faulty::new();
+    let pool = Pool::builder(m.clone())
+        .max_size(1)
+        .wait_timeout(Duration::from_secs(2))
+        .discovery(d.clone())
+        .build()
+        .unwrap();
+    // `first` takes the one slot and waits for the list; `queued` waits for the slot.
+    let p = pool.clone();
+    let first = tokio::spawn(async move { p.get().await.map(|c| c.addr.clone()) });
+    eventually("first holds the slot", MIN, || pool.status().size == 1).await;
+    let p = pool.clone();
+    let queued = tokio::spawn(async move { p.get().await.map(|c| c.addr.clone()) });
+    eventually("queued waits", MIN, || pool.status().waiters == 1).await;
+    let fast = pool.get_timeout(Duration::ZERO).await;
+    assert!(matches!(fast, Err(Error::NoBackends)), "{:?}", fast.err());
+    let queued = queued.await.unwrap();
+    assert!(matches!(queued, Err(Error::NoBackends)), "{queued:?}");
+    let first = first.await.unwrap();
+    assert!(matches!(first, Err(Error::NoBackends)), "{first:?}");
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.no_backends, stats.timeouts, stats.exhausted),
+        (3, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(pool.status().size, 0, "no slot left held");
+    // Once a list is in force, a get with no slot is a plain timeout again.
+    d.updates().await.publish(addrs(&["a:1"]));
+    eventually("first list", MIN, || listed(&pool).len() == 1).await;
+    let held = pool.get().await.unwrap();
+    let late = pool.get().await;
+    assert!(
+        matches!(late, Err(Error::Timeout { .. })),
+        "{:?}",
+        late.err()
+    );
+    let fast = pool.get_timeout(Duration::ZERO).await;
+    assert!(matches!(fast, Err(Error::Exhausted)), "{:?}", fast.err());
+    drop(held);
+}
+
 /// A zero timeout never waits, not for a slot and not for the first list: before discovery
 /// has published, such a get fails `NoBackends` at once (and gives its slot back).
 #[tokio::test(start_paused = true)]
