@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use connpool::discovery::Etcd;
 use connpool::{Error, Event, Pool, Pooled};
-use support::etcd_server::EtcdServer;
+use support::etcd_server::{free_port, EtcdServer};
 use support::faulty::{eventually, Faulty};
 
 /// Generous: CI machines are slow and shared.
@@ -579,6 +579,90 @@ async fn two_pools_do_not_share_state() {
 }
 
 // ---- v2: Etcd::codis3 -------------------------------------------------------------------------
+
+/// Pools over an endpoint list of one dead member (a refused port) and one live one, each
+/// listing `want` once built. Several of them: each starts at an endpoint of its own choice
+/// (random), and the dead one is listed first and last in turn.
+async fn pools_with_a_dead_endpoint(
+    live: &str,
+    want: &[&str],
+    make: impl Fn(&[&str]) -> Etcd,
+) -> Vec<(Pool<Faulty>, Seen)> {
+    let dead = format!("127.0.0.1:{}", free_port());
+    let mut pools = Vec::new();
+    for i in 0..6 {
+        let eps = if i % 2 == 0 {
+            [&*dead, live]
+        } else {
+            [live, &*dead]
+        };
+        let (pool, _m, seen) = pool_with(fast(make(&eps)));
+        until_listed(&pool, want).await;
+        pools.push((pool, seen));
+    }
+    pools
+}
+
+/// What a dead endpoint may cost: warnings naming it, no discovery error.
+fn no_discovery_error(pools: &[(Pool<Faulty>, Seen)]) {
+    for (pool, seen) in pools {
+        assert_eq!(
+            (seen.errors_with(""), pool.stats().discovery_errors),
+            (0, 0),
+            "one dead member while another serves is no discovery error: {:?}",
+            seen.errors
+        );
+    }
+}
+
+/// One member of the endpoint list down while another serves: the adapter passes over it
+/// (a warning) and reads and watches the live one, so no pool sees a discovery error and
+/// each follows changes. (With one client balanced over both, each session's read and
+/// watch went to a member at random: sessions failed at random, each failure reported.)
+/// Once every member is down, that is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_a_dead_endpoint_is_passed_over() {
+    let mut etcd = EtcdServer::start();
+    let mut w = V3::connect(&etcd.endpoint()).await;
+    w.put("/svc/half/proxy-1", A).await;
+    let pools = pools_with_a_dead_endpoint(&etcd.endpoint(), &[A], |eps| {
+        Etcd::prefix(eps, "/svc/half/")
+    })
+    .await;
+    w.put("/svc/half/proxy-2", B).await;
+    for (pool, _) in &pools {
+        until_listed(pool, &[A, B]).await;
+    }
+    no_discovery_error(&pools);
+    etcd.kill();
+    for (_, seen) in &pools {
+        eventually("every member down: reported", WITHIN, || {
+            seen.errors_with("") > 0
+        })
+        .await;
+    }
+}
+
+/// The v2 adapter passes over a dead member the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_a_dead_endpoint_is_passed_over() {
+    let mut etcd = EtcdServer::start_v2();
+    etcd.put_v2("/jodis/half/proxy-a", &codis(A, "online"));
+    let pools =
+        pools_with_a_dead_endpoint(&etcd.endpoint(), &[A], |eps| Etcd::codis3(eps, "half")).await;
+    etcd.put_v2("/jodis/half/proxy-b", &codis(B, "online"));
+    for (pool, _) in &pools {
+        until_listed(pool, &[A, B]).await;
+    }
+    no_discovery_error(&pools);
+    etcd.kill();
+    for (_, seen) in &pools {
+        eventually("every member down: reported", WITHIN, || {
+            seen.errors_with("") > 0
+        })
+        .await;
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codis3_register_offline_delete_add_malformed() {

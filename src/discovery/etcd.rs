@@ -9,23 +9,37 @@
 //! list (a put parses the value, a delete drops the key) and the complete list is published
 //! when it changed. The HTTP/2 keep-alive breaks the connection to a frozen server, and a
 //! watch that answers no progress request within `request_timeout` is deemed silent. After any
-//! failure (etcd restarted, a broken connection, a silent watch) a new client, after a capped
-//! jittered backoff, reads everything again and watches from the new revision: nothing that
+//! failure (etcd restarted, a broken connection, a silent watch) a new client, on the next
+//! endpoint (see below), reads everything again and watches from the new revision: nothing that
 //! happened meanwhile (a restored data dir included) can be missed. A watch cancelled because
 //! its revision was compacted (a watcher that fell behind) reads everything again too.
 //!
 //! # v2 (`Etcd::codis3`)
 //!
-//! `GET /v2/keys/<dir>?recursive=true` gives the children and the store index `X` (header
-//! `X-Etcd-Index`); `GET ...?wait=true&recursive=true&waitIndex=X+1` long-polls for the next
-//! change, after which the directory is read again. A long-poll that ends quietly after
-//! `poll_timeout` advances the wait index to the index the server reported when the wait began
-//! (nothing under the directory changed up to it); an "event index cleared" error (etcd keeps
-//! the last 1,000 v2 events) and any failure lead to a full re-read.
+//! `GET /v2/keys/<dir>?recursive=true&quorum=true` gives the children and the store index
+//! `X` (header `X-Etcd-Index`), read through the leader, so a member that lags or lost its
+//! peers fails the read rather than return an older list; `GET
+//! ...?wait=true&recursive=true&waitIndex=X+1` long-polls for the next change, after which
+//! the directory is read again. A long-poll that ends quietly after `poll_timeout` advances
+//! the wait index to the index the server reported when the wait began (nothing under the
+//! directory changed up to it); an "event index cleared" error (etcd keeps the last 1,000 v2
+//! events) and any failure lead to a full re-read. The long-poll is answered by the member
+//! itself: a member cut off from its peers but still reachable keeps answering it quietly,
+//! so its list can go stale unnoticed until the member fails (v2 has nothing like v3's
+//! "require a leader").
+//!
+//! # Endpoints
+//!
+//! The adapter talks to one endpoint at a time, a random one first (so that many pools
+//! spread over the members), the next one after a failure. A member that fails while
+//! another has not been tried since the last success is a warning (`Updates::warn`), and
+//! the next member is tried at once: one member down in a cluster whose others serve is not
+//! a discovery failure.
 //!
 //! In both modes the last list stays in force while etcd is unreachable (nothing is published),
-//! every failure is reported with `Updates::report_error` and retried after a capped,
-//! jittered backoff, and malformed values are skipped with `Updates::warn` (once per value).
+//! a failure of every endpoint in a row is reported with `Updates::report_error` and retried
+//! after a capped, jittered backoff, and malformed values are skipped with `Updates::warn`
+//! (once per value).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -331,6 +345,60 @@ fn report(updates: &Updates, message: &str) {
     updates.report_error(message);
 }
 
+/// Which endpoint the adapter talks to, one at a time (both APIs): a random one first (so
+/// that many pools spread over the members), the next one after a failure.
+///
+/// A member that fails while another has not been tried since the last success is only a
+/// warning, and the next member is tried at once: one member down, in a cluster whose
+/// others serve, is not a discovery failure, and the list stays current. Once every member
+/// has failed in a row, the failure is reported (`Event::DiscoveryFailed`) and the adapter
+/// backs off before it starts the round again. (A v3 client balanced over every endpoint at
+/// once would send each session's read and watch to a member at random: with one member
+/// down, sessions failed at random, and each failure was reported and backed off.)
+struct Rotation {
+    len: usize,
+    at: usize,
+    /// Members that failed in a row since one last served (or since the round began).
+    failed: usize,
+}
+
+impl Rotation {
+    fn new(len: usize) -> Rotation {
+        Rotation {
+            len,
+            at: fastrand::usize(..len),
+            failed: 0,
+        }
+    }
+
+    /// The member to talk to now.
+    fn at(&self) -> usize {
+        self.at
+    }
+
+    /// The member served (a read and a watch or poll went through).
+    fn served(&mut self) {
+        self.failed = 0;
+    }
+
+    /// The member failed (`why`): moves on to the next. `true`: every member has failed in
+    /// a row: `why` was reported, and the caller backs off; `false`: it was a warning, and
+    /// the next member is tried at once.
+    fn failed(&mut self, updates: &Updates, why: &str) -> bool {
+        self.failed += 1;
+        self.at = (self.at + 1) % self.len;
+        if self.failed >= self.len {
+            self.failed = 0;
+            report(updates, why);
+            return true;
+        }
+        let message = format!("{why}; trying the next endpoint");
+        tracing::warn!("connpool: {message}");
+        updates.warn(&message);
+        false
+    }
+}
+
 // ---- v3 ---------------------------------------------------------------------------------------
 
 /// Why a v3 session ended.
@@ -345,45 +413,31 @@ impl Etcd {
     async fn run_v3(&self, updates: &Updates, prefix: &str) -> Result<(), DiscoveryError> {
         let mut listing = Listing::default();
         let mut backoff = Backoff::new(self.backoff);
+        let mut rotation = Rotation::new(self.endpoints.len());
         let options = ConnectOptions::new()
             .with_keep_alive(self.keep_alive.0, self.keep_alive.1)
             .with_keep_alive_while_idle(false)
             .with_connect_timeout(self.request_timeout)
             .with_require_leader(true);
         loop {
-            let client = match timeout(
+            // One member per client (see `Rotation`).
+            let endpoint = &self.endpoints[rotation.at()];
+            let client = timeout(
                 self.request_timeout,
-                Client::connect(&self.endpoints, Some(options.clone())),
+                Client::connect([endpoint], Some(options.clone())),
             )
-            .await
-            {
-                Ok(Ok(c)) => Some(c),
-                Ok(Err(e)) => {
-                    report(
-                        updates,
-                        &format!("etcd: connecting to {:?}: {e}", self.endpoints),
-                    );
-                    None
-                }
-                Err(_) => {
-                    report(
-                        updates,
-                        &format!(
-                            "etcd: connecting to {:?} timed out after {:?}",
-                            self.endpoints, self.request_timeout
-                        ),
-                    );
-                    None
-                }
-            };
-            if let Some(client) = client {
-                loop {
+            .await;
+            let why = match client {
+                Ok(Ok(client)) => loop {
                     // Every session starts with a full read: whatever happened meanwhile (a
                     // restart, a restored data dir, a compaction), nothing is missed.
                     let mut watching_since = None;
                     let end = self
                         .v3_session(&client, updates, prefix, &mut listing, &mut watching_since)
                         .await;
+                    if watching_since.is_some() {
+                        rotation.served();
+                    }
                     // A watch that worked for a while resets the backoff; one that fails right
                     // after it was created does not (no retry storm).
                     if watching_since.is_some_and(|t: Instant| t.elapsed() >= HEALTHY) {
@@ -391,14 +445,18 @@ impl Etcd {
                     }
                     match end {
                         V3End::Reread => {}
-                        V3End::Reconnect(why) => {
-                            report(updates, &why);
-                            break;
-                        }
+                        V3End::Reconnect(why) => break format!("{why} (at {endpoint})"),
                     }
-                }
+                },
+                Ok(Err(e)) => format!("etcd: connecting to {endpoint}: {e}"),
+                Err(_) => format!(
+                    "etcd: connecting to {endpoint} timed out after {:?}",
+                    self.request_timeout
+                ),
+            };
+            if rotation.failed(updates, &why) {
+                sleep(backoff.next_delay()).await;
             }
-            sleep(backoff.next_delay()).await;
         }
     }
 
@@ -704,17 +762,20 @@ impl Etcd {
                 self.endpoints
             )));
         }
-        let mut at = fastrand::usize(..endpoints.len());
+        let mut rotation = Rotation::new(endpoints.len());
         let mut listing = Listing::default();
         let mut backoff = Backoff::new(self.backoff);
         // The store index the listing is current at; `None`: read everything.
         let mut index: Option<u64> = None;
         let rt = self.request_timeout;
         loop {
-            let ep = &endpoints[at];
+            let ep = &endpoints[rotation.at()];
             let failure = match index {
                 None => {
-                    let path = format!("/v2/keys{dir}?recursive=true&sorted=true");
+                    // `quorum`: through the leader, so a member that lags or lost its peers
+                    // cannot hand back a list older than what the cluster agreed on (it
+                    // fails the read instead, and the next member is tried).
+                    let path = format!("/v2/keys{dir}?recursive=true&sorted=true&quorum=true");
                     match http_get(ep, &path, rt, rt).await {
                         Ok(resp) => {
                             match parse_v2_listing(resp.status, resp.etcd_index, &resp.body) {
@@ -774,11 +835,14 @@ impl Etcd {
                     }
                 }
             };
-            if let Some(why) = failure {
-                report(updates, &why);
-                index = None;
-                at = (at + 1) % endpoints.len();
-                sleep(backoff.next_delay()).await;
+            match failure {
+                None => rotation.served(),
+                Some(why) => {
+                    index = None;
+                    if rotation.failed(updates, &why) {
+                        sleep(backoff.next_delay()).await;
+                    }
+                }
             }
         }
     }
