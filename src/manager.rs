@@ -12,6 +12,12 @@ use crate::backends::Backend;
 /// Closing a connection is dropping it: a connection's `Drop` must not block (tokio's and
 /// the `redis` crate's sockets close without blocking).
 ///
+/// `connect` runs on the runtime of the task that needs the connection: a get's (or the
+/// pool's own, for `min_idle` refills). A tokio socket belongs to the runtime it was opened
+/// on, so when a pool is shared by several runtimes, a connection dialed on one that shuts
+/// down stops working; the pool closes it once a use or a check fails (see
+/// [`Builder::build`](crate::Builder::build)'s runtimes).
+///
 /// # Panics
 ///
 /// A panic in `connect` or `check` is caught by the pool, whether it happens in the call

@@ -308,10 +308,10 @@ impl<M: Manager> Pool<M> {
     }
 
     /// Replaces the backend list (what discovery calls). Backends that stay keep their
-    /// connections and gauges; a removed backend's idle connections are closed at once (when a
-    /// slot is free to do it; otherwise by the next get that finds them), its lent ones when
-    /// they come back, and none is handed out again. An empty list makes `get()` fail with
-    /// [`Error::NoBackends`] once the idle connections of listed backends are used up.
+    /// connections and gauges; a removed backend's idle connections are closed at once, its
+    /// lent ones when they come back, and none is handed out again. An empty list makes
+    /// `get()` fail with [`Error::NoBackends`] once the idle connections of listed backends
+    /// are used up. After [`close`](Self::close) it does nothing.
     pub fn set_backends<I: IntoIterator<Item = Backend>>(&self, list: I) {
         self.inner().set_backends(list.into_iter().collect());
     }
@@ -324,8 +324,16 @@ impl<M: Manager> Pool<M> {
     ///
     /// A lent connection is waited for until its guard is dropped (a guard leaked with
     /// `mem::forget` is never dropped: use `detach` to take a connection out of the pool for
-    /// good). To bound the wait, wrap it: `tokio::time::timeout(d, pool.close())`; the pool is
-    /// closed at once either way, and dropping the future stops only the wait.
+    /// good). So is a get future that was polled and is kept without being polled or dropped
+    /// (see the cancel safety above): a slot it dials on, a connection it checks or one
+    /// handed to it in line is its until it is polled again (it then fails `Closed` and gives
+    /// it back) or dropped. To bound the wait, wrap it: `tokio::time::timeout(d,
+    /// pool.close())`; the pool is closed at once either way, and dropping the future stops
+    /// only the wait.
+    ///
+    /// The background tasks are told to stop, not waited for: each ends the next time its
+    /// runtime polls it (the discovery task applying lists within about 100 ms, the end of
+    /// its debounce window), so a task or two may still be alive as `close` returns.
     pub async fn close(&self) {
         let inner = self.inner();
         inner.close_now();

@@ -26,7 +26,9 @@
 //! tokio runtime (the redis crate has had no single-socket async connection since 0.30; this is
 //! what deadpool-redis and bb8-redis pool too). The driver task ends when the server closes the
 //! socket, so a dead connection is known without a round trip; dropping a [`RedisConnection`]
-//! aborts its driver and closes the socket at once, without blocking.
+//! aborts its driver without blocking, and the socket closes when its runtime next runs the
+//! aborted task (at once on a multi-thread runtime; on a current-thread runtime, at its next
+//! poll).
 //!
 //! # The URL is a template
 //!
@@ -99,7 +101,14 @@
 //! # Limits
 //!
 //! The manager dials TCP (`redis://`); TLS (`rediss://`) and Unix sockets are not supported.
-//! Its connections need a tokio runtime (the pool's).
+//! A connection belongs to the tokio runtime it was dialed on (its socket is registered with
+//! that runtime's I/O driver, and its driver task runs there): the runtime of the get that
+//! dialed it, or the pool's own for `min_idle` refills (see [`Builder::build`]'s runtimes).
+//! If that runtime shuts down while the pool is used from another, its connections stop
+//! working: the next command on one fails, which marks it broken, and it is closed when it
+//! comes back (one checked on borrow fails its check and is closed instead).
+//!
+//! [`Builder::build`]: crate::Builder::build
 
 pub use ::redis;
 
