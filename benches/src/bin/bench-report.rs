@@ -284,6 +284,31 @@ fn done_row(rows: &[(Kind, Outcome)], kind: Kind) -> Option<&Row> {
     })
 }
 
+/// `kind`'s throughput over `base`'s, round by round (the rounds both completed), sorted.
+/// Both ran in the same round, minutes apart at most, so a slow or fast spell of the shared
+/// machine that lasts a round moves both alike and leaves their ratio alone.
+fn paired_ratios(rounds: &[(Kind, Vec<Outcome>)], kind: Kind, base: Kind) -> Vec<f64> {
+    let of = |k: Kind| rounds.iter().find(|(x, _)| *x == k).map(|(_, r)| r);
+    let (Some(a), Some(b)) = (of(kind), of(base)) else {
+        return Vec::new();
+    };
+    let mut v: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| match (x, y) {
+            (Outcome::Done(x), Outcome::Done(y)) => Some(x.throughput() / y.throughput()),
+            _ => None,
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// The median of sorted `v` (the lower middle one when the count is even), if any.
+fn median(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v[(v.len() - 1) / 2])
+}
+
 fn fmt_rate(per_s: f64) -> String {
     if per_s >= 1e6 {
         format!("{:.2} M/s", per_s / 1e6)
@@ -309,8 +334,9 @@ fn fmt_ns(ns: u64) -> String {
 }
 
 fn report(o: &Opts) {
-    // (scenario, [(kind, outcome)])
-    let mut all: Vec<(Scenario, Vec<(Kind, Outcome)>)> = Vec::new();
+    // (scenario, [(kind, its median round)], [(kind, every round)])
+    #[allow(clippy::type_complexity)]
+    let mut all: Vec<(Scenario, Vec<(Kind, Outcome)>, Vec<(Kind, Vec<Outcome>)>)> = Vec::new();
     for &sc in &o.scenarios {
         // Rounds interleave the pools (a, b, c, a, b, c, ...), so that a slow spell of the
         // shared machine falls on every pool alike; each pool keeps its median round.
@@ -336,13 +362,12 @@ fn report(o: &Opts) {
                 rounds[i].push(out);
             }
         }
-        let rows = o
-            .kinds
+        let per_round: Vec<(Kind, Vec<Outcome>)> = o.kinds.iter().copied().zip(rounds).collect();
+        let rows = per_round
             .iter()
-            .zip(rounds)
-            .map(|(&k, outs)| (k, median_round(outs)))
+            .map(|(k, outs)| (*k, median_round(outs.clone())))
             .collect();
-        all.push((sc, rows));
+        all.push((sc, rows, per_round));
     }
 
     println!("## Summary: each pool's throughput relative to connpool\n");
@@ -358,16 +383,18 @@ fn report(o: &Opts) {
         print!("---:|");
     }
     println!();
-    for (sc, rows) in &all {
+    for (sc, rows, per_round) in &all {
         let base = done_row(rows, Kind::Connpool).map(Row::throughput);
         print!("| {} |", sc.name());
-        for (_, out) in rows {
-            let cell = match (out, base) {
-                (Outcome::Done(r), Some(b)) => format!("{:.2}", r.throughput() / b),
-                (Outcome::Done(r), None) => fmt_rate(r.throughput()),
-                (Outcome::Hung, _) => "hangs".to_owned(),
-                (Outcome::Skipped(_), _) => "—".to_owned(),
-                (Outcome::Failed(_), _) => "failed".to_owned(),
+        for (kind, out) in rows {
+            let paired = median(&paired_ratios(per_round, *kind, Kind::Connpool));
+            let cell = match (out, base, paired) {
+                (Outcome::Done(_), Some(_), Some(m)) => format!("{m:.2}"),
+                (Outcome::Done(r), Some(b), None) => format!("{:.2}", r.throughput() / b),
+                (Outcome::Done(r), None, _) => fmt_rate(r.throughput()),
+                (Outcome::Hung, _, _) => "hangs".to_owned(),
+                (Outcome::Skipped(_), _, _) => "—".to_owned(),
+                (Outcome::Failed(_), _, _) => "failed".to_owned(),
             };
             print!(" {cell} |");
         }
@@ -375,7 +402,7 @@ fn report(o: &Opts) {
     }
     println!();
 
-    for (sc, rows) in &all {
+    for (sc, rows, per_round) in &all {
         println!("## {}: {}\n", sc.name(), sc.describe());
         let base = done_row(rows, Kind::Connpool);
         let fair = *sc == Scenario::Oversubscribed || sc.shape().tasks > 1;
@@ -397,9 +424,10 @@ fn report(o: &Opts) {
             };
             match out {
                 Outcome::Done(r) => {
+                    let paired = median(&paired_ratios(per_round, *kind, Kind::Connpool));
                     let (tr, lr) = match &base {
                         Some(b) => (
-                            format!("{:.2}", r.throughput() / b.throughput()),
+                            format!("{:.2}", paired.unwrap_or(r.throughput() / b.throughput())),
                             format!("{:.2}", r.p99_ns as f64 / b.p99_ns.max(1) as f64),
                         ),
                         None => ("—".into(), "—".into()),
@@ -468,10 +496,18 @@ fn report(o: &Opts) {
             let Outcome::Done(b) = out else { continue };
             let mut line = k.name().to_owned();
             if let Some((p, t)) = best_peer {
+                // Round by round: connpool's throughput over the peer's in the same round.
+                let ratios = paired_ratios(per_round, *k, p);
+                let ahead = ratios.iter().filter(|&&x| x > 1.0).count();
+                let (m, lo, hi) = match (median(&ratios), ratios.first(), ratios.last()) {
+                    (Some(m), Some(&lo), Some(&hi)) => (m, lo, hi),
+                    _ => (b.throughput() / t, b.throughput() / t, b.throughput() / t),
+                };
                 line += &format!(
-                    " vs the best completing peer ({}): **{:.2}×** throughput",
+                    " vs the best completing peer ({}): **{m:.2}×** throughput (rounds: \
+                     {lo:.2}–{hi:.2}×, ahead in {ahead} of {})",
                     p.name(),
-                    b.throughput() / t
+                    ratios.len()
                 );
             }
             let f = if *sc == Scenario::Uncontended || *sc == Scenario::UnderCapacity {
