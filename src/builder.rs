@@ -98,7 +98,10 @@ impl<M: Manager> Builder<M> {
         max_size_limit: usize => max_size_limit (Some);
         /// Connections kept open even when idle (MinIdleConns). Default 0.
         min_idle: usize => min_idle;
-        /// How long a whole `get()` may take; `Duration::ZERO` = fail fast. Default 30 s.
+        /// How long a whole `get()` may take. `Duration::ZERO` = never wait: a get that finds
+        /// no slot fails at once (`Exhausted`; `NoBackends` before discovery's first list),
+        /// one that has a slot still dials and checks, bounded only by `connect_timeout` (per
+        /// attempt, up to `connect_attempts` backends) and `check_timeout`. Default 30 s.
         wait_timeout: Duration => wait_timeout;
         /// How long one connect may take. Default 5 s.
         connect_timeout: Duration => connect_timeout;
@@ -114,7 +117,9 @@ impl<M: Manager> Builder<M> {
         /// Check idle connections quiet this long, in the background. Default `None`.
         keepalive: Option<Duration> => keepalive;
         /// Consecutive failed background checks before closing a connection, a keepalive
-        /// interval apart (a check that times out or panics closes it at once). Default 3.
+        /// interval apart (a check that times out or panics closes it at once, and so does a
+        /// failed one after which `Manager::is_reusable` is `false`: for the redis manager any
+        /// I/O, protocol or timeout error, so only error replies are retried). Default 3.
         check_retries: u32 => check_retries;
         /// How new connections are spread over backends. Default round-robin.
         balance: Balance => balance;
@@ -148,7 +153,8 @@ impl<M: Manager> Builder<M> {
     }
 
     /// A live backend list (replaces a static one). Until its first list arrives, gets wait
-    /// for it (within their timeout), then fail with `NoBackends`.
+    /// for it (within their timeout; a zero timeout does not wait), then fail with
+    /// `NoBackends`.
     pub fn discovery(mut self, d: impl Discovery) -> Self {
         self.discovery = Some(Arc::new(d));
         self

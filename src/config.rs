@@ -44,8 +44,12 @@ pub struct Config {
     /// connections open through quiet spells.
     pub min_idle: usize,
     /// How long a whole `get()` may take: waiting for a slot, dialing and checks together.
-    /// `Duration::ZERO` means fail fast (`Error::Exhausted`) when no slot is free. Default
-    /// 30 s, HikariCP's: a request should fail rather than hang when the pool is starved.
+    /// `Duration::ZERO` means never wait, for a slot or for discovery's first list: a get
+    /// that finds no slot fails at once (`Error::Exhausted`), and any get before the first
+    /// list with `Error::NoBackends`; a get that has a slot still dials and checks, bounded
+    /// only by `connect_timeout` (per attempt, up to `connect_attempts` backends) and
+    /// `check_timeout`. Default 30 s, HikariCP's: a request should fail rather than hang when
+    /// the pool is starved.
     pub wait_timeout: Duration,
     /// How long one connect may take. Default 5 s: longer than any healthy handshake on a LAN,
     /// short enough to fail over to the next backend.
@@ -73,7 +77,10 @@ pub struct Config {
     /// Consecutive failed background checks before an idle connection is closed
     /// (PingMaxRetries), a `keepalive` interval apart. Default 3: one lost packet does not
     /// cost a connection. A check that times out or panics closes the connection at once (its
-    /// state is unknown: a reply may still be on its way).
+    /// state is unknown: a reply may still be on its way), and so does a failed check after
+    /// which `Manager::is_reusable` says the connection is not reusable. The redis manager
+    /// marks a connection broken on any I/O, protocol or timeout error, so there only a ping
+    /// answered with an error reply (or not with `PONG`) is retried.
     pub check_retries: u32,
     /// How new connections are spread over the backends. Default round-robin.
     pub balance: Balance,

@@ -36,7 +36,8 @@ pub enum Error<E> {
     /// Discovery currently lists no backend (or the first list had not arrived in time).
     NoBackends,
     /// Opening a connection failed on every backend tried, or every backend is failing and
-    /// backed off. `backend` is the last one tried.
+    /// backed off. `backend` is the last one tried; when every backend was backed off and
+    /// none was tried, it is the one due to be probed next.
     Connect {
         /// The backend's address.
         backend: String,
