@@ -20,10 +20,10 @@
 //! `X` (header `X-Etcd-Index`), read through the leader, so a member that lags or lost its
 //! peers fails the read rather than return an older list; `GET
 //! ...?wait=true&recursive=true&waitIndex=X+1` long-polls for the next change, after which
-//! the directory is read again. A long-poll that ends quietly after `poll_timeout` advances
-//! the wait index to the index the server reported when the wait began (nothing under the
-//! directory changed up to it); an "event index cleared" error (etcd keeps the last 1,000 v2
-//! events) and any failure lead to a full re-read. The long-poll is answered by the member
+//! the directory is read again. A long-poll that ends quietly after `poll_timeout` (no
+//! byte of an answer came) advances the wait index to the index the server reported when
+//! the wait began (nothing under the directory changed up to it); an "event index cleared"
+//! error (etcd keeps the last 1,000 v2 events) and any failure lead to a full re-read. The long-poll is answered by the member
 //! itself: a member cut off from its peers but still reachable keeps answering it quietly,
 //! so its list can go stale unnoticed until the member fails (v2 has nothing like v3's
 //! "require a leader").
@@ -824,7 +824,8 @@ impl Etcd {
                         },
                         Err(HttpError::BodyTimeout { etcd_index }) => {
                             // A quiet poll: nothing under `dir` changed up to the index the
-                            // server reported when the wait began.
+                            // server reported when the wait began (`None` if the answer had
+                            // begun: the wait is asked again from where it was).
                             backoff.reset();
                             if let Some(x) = etcd_index {
                                 index = Some(i.max(x));
@@ -863,6 +864,10 @@ enum HttpError {
     HeaderTimeout(Duration),
     /// Headers arrived, the body did not complete in time (a quiet long-poll).
     BodyTimeout {
+        /// The headers' `X-Etcd-Index`, if no byte of the body had arrived: only then was the
+        /// wait quiet. (A body cut short was an answer, a change, stalled on its way: the
+        /// header's index may be past that change, and moving the wait on to it would lose
+        /// the change.)
         etcd_index: Option<u64>,
     },
     Io(std::io::Error),
@@ -953,10 +958,11 @@ async fn http_get(
             body.extend_from_slice(&chunk[..n]);
         }
     };
-    match timeout_at(body_deadline, read_rest).await {
+    let read = timeout_at(body_deadline, read_rest).await;
+    match read {
         Err(_) => {
             return Err(HttpError::BodyTimeout {
-                etcd_index: head.etcd_index,
+                etcd_index: head.etcd_index.filter(|_| body.is_empty()),
             })
         }
         Ok(Err(e)) => return Err(HttpError::Io(e)),
@@ -1083,6 +1089,47 @@ fn chunked_complete(raw: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that sends `head` (and `body_start`), then stalls until the client leaves.
+    async fn stalling_server(head: &'static str, body_start: &'static str) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await;
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(body_start.as_bytes()).await.unwrap();
+            let _ = s.read(&mut req).await;
+        });
+        addr
+    }
+
+    /// A long-poll whose body never began was quiet up to the header's index; one whose body
+    /// began and stalled was a change on its way, and gives no index to move the wait to.
+    #[tokio::test]
+    async fn a_stalled_answer_is_not_a_quiet_poll() {
+        const HEAD: &str =
+            "HTTP/1.1 200 OK\r\nX-Etcd-Index: 42\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let t = Duration::from_millis(200);
+        let quiet = stalling_server(HEAD, "").await;
+        let r = http_get(&quiet, "/v2/keys/d?wait=true", t, t).await;
+        assert!(
+            matches!(
+                r,
+                Err(HttpError::BodyTimeout {
+                    etcd_index: Some(42)
+                })
+            ),
+            "{r:?}"
+        );
+        let stalled = stalling_server(HEAD, "40\r\n{\"action\":\"set\"").await;
+        let r = http_get(&stalled, "/v2/keys/d?wait=true", t, t).await;
+        assert!(
+            matches!(r, Err(HttpError::BodyTimeout { etcd_index: None })),
+            "{r:?}"
+        );
+    }
 
     #[test]
     fn v2_listing() {
