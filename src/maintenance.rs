@@ -3,7 +3,8 @@
 //! refills `min_idle`, and publishes metrics.
 //!
 //! Between passes the task holds only a `Weak` reference: a dropped pool is not kept alive.
-//! It stops when the pool closes. A connection the scan takes out of the idle queue keeps its
+//! It stops when the pool closes (with `metrics`, after one last publication, once close's
+//! drain is done). A connection the scan takes out of the idle queue keeps its
 //! unit of capacity meanwhile (held by an engine `Unit`, so a pass cancelled mid-check closes
 //! it and frees the unit), and a refill dials on a slot it reserved: the hard bound holds.
 
@@ -67,36 +68,66 @@ pub(crate) fn interval(config: &crate::Config) -> Duration {
 pub(crate) fn spawn<M: Manager>(inner: &Arc<PoolInner<M>>) {
     let weak = Arc::downgrade(inner);
     let every = interval(&inner.config);
+    // One listener for the task's whole life. `shutdown` is notified once, by `close_now`,
+    // after `Engine::close` (which drains the idle queue) has returned. Made here, during
+    // `build()`, before any handle exists (nobody can have closed the pool yet), it is sure
+    // to hear that notification, whenever it comes: so once the task sees the pool closed
+    // (by `is_closed()`, which turns true before the drain), awaiting it waits for the drain
+    // to be done (a listener made after seeing the flag could have missed the notification
+    // and never fire). Owned, it does not keep the pool alive.
+    debug_assert!(!inner.is_closed(), "spawned by build(), before any close");
+    let mut shutdown = inner.shutdown.listen();
+    #[cfg(feature = "metrics")]
+    let name = inner.config.name.clone();
     tokio::spawn(async move {
         // The backends the last publication labelled (their gauges are zeroed once they leave).
         #[cfg(feature = "metrics")]
         let mut labelled = Vec::new();
-        loop {
-            {
-                let Some(inner) = weak.upgrade() else { return };
-                if inner.is_closed() {
-                    return;
-                }
-                // Raced with `close()`: a keepalive ping or a refill's connect in flight (up
-                // to `check_timeout` or `connect_timeout`) must not delay it. Dropped mid-way,
-                // the pass's unit closes its connection (or frees its slot) in the closed pool.
-                tokio::select! {
-                    () = inner.maintain() => {}
-                    () = inner.closed() => return,
-                }
+        // Why the loop ended: `true` once `shutdown` fired (close is done, drain included),
+        // `false` when the pool was seen closed first.
+        let notified = loop {
+            let Some(inner) = weak.upgrade() else {
+                // Freed: its last handle closed it, and nothing is left to read.
                 #[cfg(feature = "metrics")]
-                crate::metrics::publish(&inner, &mut labelled);
-                let listener = inner.shutdown.listen();
-                if inner.is_closed() {
-                    return;
-                }
-                drop(inner);
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = listener => return,
-                }
+                crate::metrics::publish_freed(&name, &labelled);
+                return;
+            };
+            if inner.is_closed() {
+                break false;
+            }
+            // Raced with `close()`: a keepalive ping or a refill's connect in flight (up
+            // to `check_timeout` or `connect_timeout`) must not delay it. Dropped mid-way (as
+            // the `select!` ends, before anything below runs), the pass's unit closes its
+            // connection (or frees its slot) in the closed pool.
+            tokio::select! {
+                () = inner.maintain() => {}
+                () = inner.closed() => break false,
+            }
+            #[cfg(feature = "metrics")]
+            crate::metrics::publish(&inner, &mut labelled);
+            drop(inner);
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = &mut shutdown => break true,
+            }
+        };
+        // The pool closed: publish once more, after the drain, so that the gauges do not keep
+        // showing the connections it had (the facade keeps a gauge's last value); see
+        // `metrics::publish_closed` for what the values reflect. Lent connections close as
+        // they come back, after the task has ended.
+        #[cfg(feature = "metrics")]
+        {
+            if !notified {
+                // Bounded: `close_now` notifies as soon as its drain is done.
+                shutdown.await;
+            }
+            match weak.upgrade() {
+                Some(inner) => crate::metrics::publish_closed(&inner, &mut labelled),
+                None => crate::metrics::publish_freed(&name, &labelled),
             }
         }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (notified, shutdown);
     });
 }
 
@@ -183,8 +214,22 @@ impl<M: Manager> PoolInner<M> {
             if !self.engine.try_reserve() {
                 return;
             }
-            // Dropped on any early return: the slot goes on.
+            // Dropped on any early return: the slot goes on (in a closed pool, back to `size`,
+            // through `Engine::free_unit`, which wakes `drained` if it was the last unit).
             let unit = Unit::new(&self.engine, self, Token::Slot);
+            // `close()` may have run since the loop's check (drained, seen `size` 0 and
+            // returned): `try_reserve` does not look at `closed`, so look again now, or this
+            // slot would dial after close. The reservation is a SeqCst CAS on `size` and this
+            // a SeqCst load of `closed`; `close()` swaps `closed` (SeqCst), fences, and then
+            // loads `size` (SeqCst) to decide whether it is drained: the close handshake's
+            // store-load pattern (see `engine.rs`), the CAS as the put. In the total order of
+            // SeqCst operations, either this load follows the swap and sees the pool closed
+            // (the slot goes back, undialled), or the CAS precedes the swap and `close()`'s
+            // load counts the slot: `close()` waits for it as for any connect in flight at close
+            // (the task's `select!` on `closed()` drops this pass, and `unit` frees the slot).
+            if self.is_closed() {
+                return;
+            }
             let (entry, claim) = match self.backends.pick(self.config.balance, &[]) {
                 Picked::Dial(e, claim) => (e, claim),
                 Picked::AllBackedOff(_) | Picked::None => return,

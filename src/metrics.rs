@@ -11,10 +11,15 @@
 //! shorter than one), and per backend `connpool_backend_connect_errors_total`. A backend that
 //! leaves the list has its gauges set to 0 once (the facade cannot delete a series), so no
 //! removed backend shows connections it no longer has.
+//!
+//! When the pool closes, the task publishes once more and ends ([`publish_closed`], or
+//! [`publish_freed`] if the pool is gone by then): the facade keeps a gauge's last value, so
+//! without it the gauges would show the connections the pool had before it closed. See
+//! those functions for what the final values reflect.
 
 use crate::manager::Manager;
 use crate::pool::PoolInner;
-use crate::stats::BackendStatus;
+use crate::stats::{BackendStatus, Stats, Status};
 
 /// The per-backend gauges, in the order of [`backend_values`].
 const BACKEND_GAUGES: [&str; 5] = [
@@ -39,8 +44,62 @@ fn backend_values(b: &BackendStatus) -> [f64; 5] {
 /// Publishes everything; `labelled` holds the backends the last call published, and is
 /// updated.
 pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>, labelled: &mut Vec<String>) {
-    let name = inner.config.name.clone();
-    let status = inner.status();
+    publish_status(
+        &inner.config.name,
+        &inner.status(),
+        &inner.stats(),
+        labelled,
+    );
+}
+
+/// The last publication of a closed pool, once `close()`'s drain is done (the maintenance
+/// task waits for that; see `maintenance.rs`). It reflects the pool right after the drain:
+/// `connpool_idle` and every backend's idle gauge read 0 (the drain closed the idle
+/// connections, and one that comes back later is closed, not queued: only a return racing
+/// the drain can show for an instant), `connpool_waiters`
+/// reads 0 (close failed every waiter; each leaves the line when it next runs), and each
+/// backend reads weight 0 and offline (a closed pool dials nothing). `connpool_size` and
+/// `connpool_in_use` (and the backends' size and in-use gauges) count the connections still
+/// lent at that moment, plus slots of gets connecting or checking for themselves that have not
+/// yet seen the close; with none, they read 0. Those close later, as they come back, and are not
+/// published: the task has ended. Counters read their values at this moment too: a get that
+/// fails after it (one that starts after close, or a waiter that runs later) is counted in
+/// `stats()` but not published.
+pub(crate) fn publish_closed<M: Manager>(inner: &PoolInner<M>, labelled: &mut Vec<String>) {
+    let mut status = inner.status();
+    status.waiters = 0;
+    for b in &mut status.backends {
+        b.weight = 0;
+        b.online = false;
+    }
+    publish_status(&inner.config.name, &status, &inner.stats(), labelled);
+}
+
+/// The last publication when the pool was freed before the task could read it (the last
+/// handle dropped, which closed it, and no guard kept it alive): it had no connection and no
+/// waiter left, so the pool's size, idle, in-use and waiter gauges and every gauge of the
+/// backends last published read 0. `connpool_max_size` and the counters keep the values last
+/// published (the freed pool's counters cannot be read).
+pub(crate) fn publish_freed(name: &str, labelled: &[String]) {
+    for backend in labelled {
+        let labels = [("pool", name.to_owned()), ("backend", backend.clone())];
+        for key in BACKEND_GAUGES {
+            metrics::gauge!(key, &labels).set(0.0);
+        }
+    }
+    for key in [
+        "connpool_size",
+        "connpool_idle",
+        "connpool_in_use",
+        "connpool_waiters",
+    ] {
+        metrics::gauge!(key, "pool" => name.to_owned()).set(0.0);
+    }
+}
+
+/// Publishes `status` and `s` under pool `name`; see [`publish`].
+fn publish_status(name: &str, status: &Status, s: &Stats, labelled: &mut Vec<String>) {
+    let name = name.to_owned();
     for gone in labelled
         .iter()
         .filter(|a| !status.backends.iter().any(|b| &b.addr == *a))
@@ -67,7 +126,6 @@ pub(crate) fn publish<M: Manager>(inner: &PoolInner<M>, labelled: &mut Vec<Strin
         metrics::counter!("connpool_backend_connect_errors_total", &labels)
             .absolute(b.connect_errors);
     }
-    let s = inner.stats();
     let c = |key: &'static str, v: u64| {
         metrics::counter!(key, "pool" => name.clone()).absolute(v);
     };
