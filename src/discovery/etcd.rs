@@ -1098,8 +1098,9 @@ mod tests {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut req = [0u8; 1024];
             let _ = s.read(&mut req).await;
-            s.write_all(head.as_bytes()).await.unwrap();
-            s.write_all(body_start.as_bytes()).await.unwrap();
+            // One write: the body's first bytes arrive with the headers.
+            let answer = format!("{head}{body_start}");
+            s.write_all(answer.as_bytes()).await.unwrap();
             let _ = s.read(&mut req).await;
         });
         addr
@@ -1111,9 +1112,11 @@ mod tests {
     async fn a_stalled_answer_is_not_a_quiet_poll() {
         const HEAD: &str =
             "HTTP/1.1 200 OK\r\nX-Etcd-Index: 42\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let t = Duration::from_millis(200);
+        // The headers come at once (a generous bound, for a loaded machine); the body never
+        // completes, so the short body bound always ends the read.
+        let (head, t) = (Duration::from_secs(30), Duration::from_millis(200));
         let quiet = stalling_server(HEAD, "").await;
-        let r = http_get(&quiet, "/v2/keys/d?wait=true", t, t).await;
+        let r = http_get(&quiet, "/v2/keys/d?wait=true", head, t).await;
         assert!(
             matches!(
                 r,
@@ -1124,7 +1127,7 @@ mod tests {
             "{r:?}"
         );
         let stalled = stalling_server(HEAD, "40\r\n{\"action\":\"set\"").await;
-        let r = http_get(&stalled, "/v2/keys/d?wait=true", t, t).await;
+        let r = http_get(&stalled, "/v2/keys/d?wait=true", head, t).await;
         assert!(
             matches!(r, Err(HttpError::BodyTimeout { etcd_index: None })),
             "{r:?}"
