@@ -603,8 +603,17 @@ async fn pools_with_a_dead_endpoint(
     pools
 }
 
-/// What a dead endpoint may cost: warnings naming it, no discovery error.
-fn no_discovery_error(pools: &[(Pool<Faulty>, Seen)]) {
+/// The rest of a dead-endpoint test, once B was registered beside A: every pool follows
+/// (its watch is on the live member), none saw a discovery error (a dead member while
+/// another serves costs warnings only), and once the live member is killed too, every pool
+/// reports it.
+async fn follows_then_reports_every_member_down(
+    pools: &[(Pool<Faulty>, Seen)],
+    etcd: &mut EtcdServer,
+) {
+    for (pool, _) in pools {
+        until_listed(pool, &[A, B]).await;
+    }
     for (pool, seen) in pools {
         assert_eq!(
             (seen.errors_with(""), pool.stats().discovery_errors),
@@ -612,6 +621,13 @@ fn no_discovery_error(pools: &[(Pool<Faulty>, Seen)]) {
             "one dead member while another serves is no discovery error: {:?}",
             seen.errors
         );
+    }
+    etcd.kill();
+    for (_, seen) in pools {
+        eventually("every member down: reported", WITHIN, || {
+            seen.errors_with("") > 0
+        })
+        .await;
     }
 }
 
@@ -630,17 +646,7 @@ async fn v3_a_dead_endpoint_is_passed_over() {
     })
     .await;
     w.put("/svc/half/proxy-2", B).await;
-    for (pool, _) in &pools {
-        until_listed(pool, &[A, B]).await;
-    }
-    no_discovery_error(&pools);
-    etcd.kill();
-    for (_, seen) in &pools {
-        eventually("every member down: reported", WITHIN, || {
-            seen.errors_with("") > 0
-        })
-        .await;
-    }
+    follows_then_reports_every_member_down(&pools, &mut etcd).await;
 }
 
 /// The v2 adapter passes over a dead member the same way.
@@ -651,17 +657,7 @@ async fn codis3_a_dead_endpoint_is_passed_over() {
     let pools =
         pools_with_a_dead_endpoint(&etcd.endpoint(), &[A], |eps| Etcd::codis3(eps, "half")).await;
     etcd.put_v2("/jodis/half/proxy-b", &codis(B, "online"));
-    for (pool, _) in &pools {
-        until_listed(pool, &[A, B]).await;
-    }
-    no_discovery_error(&pools);
-    etcd.kill();
-    for (_, seen) in &pools {
-        eventually("every member down: reported", WITHIN, || {
-            seen.errors_with("") > 0
-        })
-        .await;
-    }
+    follows_then_reports_every_member_down(&pools, &mut etcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
