@@ -23,10 +23,10 @@
 //! the directory is read again. A long-poll that ends quietly after `poll_timeout` (no
 //! byte of an answer came) advances the wait index to the index the server reported when
 //! the wait began (nothing under the directory changed up to it); an "event index cleared"
-//! error (etcd keeps the last 1,000 v2 events) and any failure lead to a full re-read. The long-poll is answered by the member
-//! itself: a member cut off from its peers but still reachable keeps answering it quietly,
-//! so its list can go stale unnoticed until the member fails (v2 has nothing like v3's
-//! "require a leader").
+//! error (etcd keeps the last 1,000 v2 events) and any failure lead to a full re-read. The
+//! long-poll is answered by the member itself: a member cut off from its peers but still
+//! reachable keeps answering it quietly, so its list can go stale unnoticed until the
+//! member fails (v2 has nothing like v3's "require a leader").
 //!
 //! # Endpoints
 //!
