@@ -30,6 +30,29 @@ const BACKEND_GAUGES: [&str; 5] = [
     "connpool_backend_online",
 ];
 
+/// The pool's gauges that count connections and waiters, in the order of [`pool_values`]
+/// (all but `connpool_max_size`).
+const POOL_GAUGES: [&str; 4] = [
+    "connpool_size",
+    "connpool_idle",
+    "connpool_in_use",
+    "connpool_waiters",
+];
+
+/// The pool's [`POOL_GAUGES`].
+fn pool_values(s: &Status) -> [usize; 4] {
+    [s.size, s.idle, s.in_use, s.waiters]
+}
+
+/// Sets every one of `backend`'s gauges to 0 (it left the list, or the pool is gone: the
+/// facade cannot delete a series).
+fn zero_backend(pool: &str, backend: &str) {
+    let labels = [("pool", pool.to_owned()), ("backend", backend.to_owned())];
+    for key in BACKEND_GAUGES {
+        metrics::gauge!(key, &labels).set(0.0);
+    }
+}
+
 /// A listed backend's [`BACKEND_GAUGES`].
 fn backend_values(b: &BackendStatus) -> [f64; 5] {
     [
@@ -82,17 +105,9 @@ pub(crate) fn publish_closed<M: Manager>(inner: &PoolInner<M>, labelled: &mut Ve
 /// published (the freed pool's counters cannot be read).
 pub(crate) fn publish_freed(name: &str, labelled: &[String]) {
     for backend in labelled {
-        let labels = [("pool", name.to_owned()), ("backend", backend.clone())];
-        for key in BACKEND_GAUGES {
-            metrics::gauge!(key, &labels).set(0.0);
-        }
+        zero_backend(name, backend);
     }
-    for key in [
-        "connpool_size",
-        "connpool_idle",
-        "connpool_in_use",
-        "connpool_waiters",
-    ] {
+    for key in POOL_GAUGES {
         metrics::gauge!(key, "pool" => name.to_owned()).set(0.0);
     }
 }
@@ -104,20 +119,16 @@ fn publish_status(name: &str, status: &Status, s: &Stats, labelled: &mut Vec<Str
         .iter()
         .filter(|a| !status.backends.iter().any(|b| &b.addr == *a))
     {
-        let labels = [("pool", name.clone()), ("backend", gone.clone())];
-        for key in BACKEND_GAUGES {
-            metrics::gauge!(key, &labels).set(0.0);
-        }
+        zero_backend(&name, gone);
     }
     *labelled = status.backends.iter().map(|b| b.addr.clone()).collect();
     let g = |key: &'static str, v: usize| {
         metrics::gauge!(key, "pool" => name.clone()).set(v as f64);
     };
     g("connpool_max_size", status.max_size);
-    g("connpool_size", status.size);
-    g("connpool_idle", status.idle);
-    g("connpool_in_use", status.in_use);
-    g("connpool_waiters", status.waiters);
+    for (key, v) in POOL_GAUGES.into_iter().zip(pool_values(status)) {
+        g(key, v);
+    }
     for b in &status.backends {
         let labels = [("pool", name.clone()), ("backend", b.addr.clone())];
         for (key, v) in BACKEND_GAUGES.into_iter().zip(backend_values(b)) {
