@@ -388,10 +388,11 @@ fn report(o: &Opts) {
         print!("| {} |", sc.name());
         for (kind, out) in rows {
             let paired = median(&paired_ratios(per_round, *kind, Kind::Connpool));
+            // Both completed every round (a pool's median round is a completed one only
+            // if all its rounds were): `paired` is there whenever `base` is.
             let cell = match (out, base, paired) {
                 (Outcome::Done(_), Some(_), Some(m)) => format!("{m:.2}"),
-                (Outcome::Done(r), Some(b), None) => format!("{:.2}", r.throughput() / b),
-                (Outcome::Done(r), None, _) => fmt_rate(r.throughput()),
+                (Outcome::Done(r), _, _) => fmt_rate(r.throughput()),
                 (Outcome::Hung, _, _) => "hangs".to_owned(),
                 (Outcome::Skipped(_), _, _) => "—".to_owned(),
                 (Outcome::Failed(_), _, _) => "failed".to_owned(),
@@ -427,7 +428,7 @@ fn report(o: &Opts) {
                     let paired = median(&paired_ratios(per_round, *kind, Kind::Connpool));
                     let (tr, lr) = match &base {
                         Some(b) => (
-                            format!("{:.2}", paired.unwrap_or(r.throughput() / b.throughput())),
+                            paired.map_or_else(|| "—".into(), |m| format!("{m:.2}")),
                             format!("{:.2}", r.p99_ns as f64 / b.p99_ns.max(1) as f64),
                         ),
                         None => ("—".into(), "—".into()),
@@ -495,20 +496,21 @@ fn report(o: &Opts) {
         for (k, out) in rows.iter().filter(|(k, _)| k.is_connpool()) {
             let Outcome::Done(b) = out else { continue };
             let mut line = k.name().to_owned();
-            if let Some((p, t)) = best_peer {
-                // Round by round: connpool's throughput over the peer's in the same round.
+            if let Some((p, _)) = best_peer {
+                // Round by round: connpool's throughput over the peer's in the same round
+                // (both completed every round, so there is one ratio per round).
                 let ratios = paired_ratios(per_round, *k, p);
                 let ahead = ratios.iter().filter(|&&x| x > 1.0).count();
-                let (m, lo, hi) = match (median(&ratios), ratios.first(), ratios.last()) {
-                    (Some(m), Some(&lo), Some(&hi)) => (m, lo, hi),
-                    _ => (b.throughput() / t, b.throughput() / t, b.throughput() / t),
-                };
-                line += &format!(
-                    " vs the best completing peer ({}): **{m:.2}×** throughput (rounds: \
-                     {lo:.2}–{hi:.2}×, ahead in {ahead} of {})",
-                    p.name(),
-                    ratios.len()
-                );
+                if let (Some(m), Some(lo), Some(hi)) =
+                    (median(&ratios), ratios.first(), ratios.last())
+                {
+                    line += &format!(
+                        " vs the best completing peer ({}): **{m:.2}×** throughput (rounds: \
+                         {lo:.2}–{hi:.2}×, ahead in {ahead} of {})",
+                        p.name(),
+                        ratios.len()
+                    );
+                }
             }
             let f = if *sc == Scenario::Uncontended || *sc == Scenario::UnderCapacity {
                 Kind::ArrayQueueFloor
