@@ -37,6 +37,13 @@ for c in rustfmt clippy; do
   fi
 done
 
+# Builds are most of this command's time (on a 2-core machine, a fresh all-features test build
+# took 4m04s with full debuginfo and 3m21s with line tables only, in 1.6 GB of target/ instead
+# of 3.9 GB). Line tables keep file:line in panics and backtraces; a fresh build gains nothing
+# from incremental state. Either can be overridden from the environment.
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 # --- checks ---------------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check
