@@ -98,6 +98,20 @@ async fn until_listed(pool: &Pool<Faulty>, want: &[&str]) {
     .await;
 }
 
+/// Waits until the adapter's watch is up and delivering: `key` is put with address `E`, must be
+/// listed beside `listed_now`, and is deleted again, and must go. Being listed after the first
+/// read alone does not show that the watch is up: a freeze between the read and the watch's
+/// creation makes the watch call itself time out, which is not the path a freeze test means to
+/// take (and would count a discovery error in tests that assert none).
+async fn watch_is_live(pool: &Pool<Faulty>, w: &mut V3, key: &str, listed_now: &[&str]) {
+    let mut with = listed_now.to_vec();
+    with.push(E);
+    w.put(key, E).await;
+    until_listed(pool, &with).await;
+    w.delete(key).await;
+    until_listed(pool, listed_now).await;
+}
+
 fn codis(addr: &str, state: &str) -> String {
     format!(
         r#"{{"token":"t-{addr}","start_time":"2026-11-24 06:00:00","admin_addr":"{addr}1","proto_type":"tcp4","proxy_addr":"{addr}","product_name":"demo","addr":"{addr}","state":"{state}"}}"#
@@ -230,6 +244,7 @@ const A: &str = "10.0.0.1:19000";
 const B: &str = "10.0.0.2:19000";
 const C: &str = "10.0.0.3:19000";
 const D: &str = "10.0.0.4:19000";
+const E: &str = "10.0.0.5:19000";
 
 // ---- v3: Etcd::prefix -------------------------------------------------------------------------
 
@@ -410,6 +425,7 @@ async fn v3_frozen_server_is_noticed_and_followed_after() {
     w.put("/f/p1", A).await;
     let (pool, _m, seen) = pool_with(fast(Etcd::prefix(&[&etcd.endpoint()], "/f/")));
     until_listed(&pool, &[A]).await;
+    watch_is_live(&pool, &mut w, "/f/live", &[A]).await;
 
     etcd.freeze();
     eventually("the silent watch is reported", WITHIN, || {
@@ -438,6 +454,7 @@ async fn v3_keepalive_breaks_a_frozen_watch() {
         .backoff(Duration::from_millis(50), Duration::from_millis(500));
     let (pool, _m, seen) = pool_with(d);
     until_listed(&pool, &[A]).await;
+    watch_is_live(&pool, &mut w, "/k/live", &[A]).await;
     etcd.freeze();
     eventually("the keep-alive breaks the watch", WITHIN, || {
         seen.errors_with("watch on") >= 1
@@ -494,6 +511,7 @@ async fn v3_compaction_while_the_watcher_is_behind() {
         .backoff(Duration::from_millis(50), Duration::from_millis(500));
     let (pool, _m, seen) = pool_with(d);
     until_listed(&pool, &[A, B]).await;
+    watch_is_live(&pool, &mut w, "/c/live", &[A, B]).await;
 
     freezer.freeze(true);
     // ~24 MiB of events under the prefix (an offline registration with padding: listed
@@ -539,6 +557,7 @@ async fn v3_watcher_catches_up_on_a_big_backlog() {
         .keep_alive(Duration::from_secs(60), Duration::from_secs(60));
     let (pool, _m, seen) = pool_with(d);
     until_listed(&pool, &[A]).await;
+    watch_is_live(&pool, &mut w, "/b/live", &[A]).await;
     freezer.freeze(true);
     let pad = "x".repeat(96 * 1024);
     for i in 0..256 {
