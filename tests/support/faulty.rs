@@ -253,6 +253,24 @@ pub fn pool_of(m: &Faulty, max: usize, wait: Duration) -> connpool::Pool<Faulty>
         .unwrap()
 }
 
+/// Whether the pool is at rest (see [`assert_at_rest`]).
+fn at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty) -> bool {
+    let st = pool.status();
+    st.in_use == 0 && st.waiters == 0 && st.size == st.idle && st.size == m.live()
+}
+
+/// Waits up to `within` for the pool to come to rest, then asserts it (with the status in the
+/// message if it never does). For a pool whose maintenance task is busy: a refill it is
+/// dialing counts in `size` before it is idle or alive, so an instant's status may show one
+/// connection in flight; a unit that leaked never settles.
+pub async fn until_at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !at_rest(pool, m) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_at_rest(pool, m);
+}
+
 /// At rest: nothing lent, nobody waiting, every open connection idle, and the pool's size is
 /// the number of connections actually alive.
 pub fn assert_at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty) {
