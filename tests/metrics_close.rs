@@ -15,7 +15,7 @@ use std::time::Duration;
 use connpool::Pool;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
-use support::faulty::{eventually, Faulty};
+use support::faulty::{eventually, settles, Faulty};
 
 /// Plenty: the pool publishes every 100 ms (virtual time).
 const WITHIN: Duration = Duration::from_secs(10);
@@ -108,15 +108,11 @@ async fn published_two_idle(name: &str) {
 /// Waits until every connection gauge of `name` reads 0.
 async fn published_drained(name: &str) {
     let drained = || gauges(name).iter().all(|(_, v)| *v == Some(0.0));
-    let deadline = tokio::time::Instant::now() + WITHIN;
-    while !drained() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gauges still {:?} {WITHIN:?} after the pool closed",
-            gauges(name)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        settles(WITHIN, drained).await,
+        "gauges still {:?} {WITHIN:?} after the pool closed",
+        gauges(name)
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -227,18 +227,26 @@ impl Manager for Faulty {
     }
 }
 
-/// Polls `cond` every 10 ms (virtual or real) until it holds or `within` passes; panics
-/// with `what` on timeout. For conditions reached by background tasks.
-pub async fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+/// Polls `cond` every 10 ms (virtual or real) until it holds or `within` passes; whether it
+/// held. For callers that say more than [`eventually`] when it does not.
+pub async fn settles(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if cond() {
-            return;
+            return true;
         }
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `cond` every 10 ms (virtual or real) until it holds or `within` passes; panics
+/// with `what` on timeout. For conditions reached by background tasks.
+pub async fn eventually(what: &str, within: Duration, cond: impl FnMut() -> bool) {
+    if !settles(within, cond).await {
+        panic!("timed out after {within:?} waiting for: {what}");
     }
 }
 
@@ -253,10 +261,10 @@ pub fn pool_of(m: &Faulty, max: usize, wait: Duration) -> connpool::Pool<Faulty>
         .unwrap()
 }
 
-/// Whether the pool is at rest (see [`assert_at_rest`]).
-fn at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty) -> bool {
-    let st = pool.status();
-    st.in_use == 0 && st.waiters == 0 && st.size == st.idle && st.size == m.live()
+/// At rest: nothing lent, nobody waiting, every open connection idle, and the pool's size is
+/// the number of connections actually alive (`live`).
+fn at_rest(st: &connpool::Status, live: usize) -> bool {
+    st.in_use == 0 && st.waiters == 0 && st.size == st.idle && st.size == live
 }
 
 /// Waits up to `within` for the pool to come to rest, then asserts it (with the status in the
@@ -264,23 +272,15 @@ fn at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty) -> bool {
 /// dialing counts in `size` before it is idle or alive, so an instant's status may show one
 /// connection in flight; a unit that leaked never settles.
 pub async fn until_at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !at_rest(pool, m) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settles(within, || at_rest(&pool.status(), m.live())).await;
     assert_at_rest(pool, m);
 }
 
-/// At rest: nothing lent, nobody waiting, every open connection idle, and the pool's size is
-/// the number of connections actually alive.
+/// Asserts the pool is at rest (see `at_rest`).
 pub fn assert_at_rest(pool: &connpool::Pool<Faulty>, m: &Faulty) {
-    let st = pool.status();
-    assert_eq!(st.in_use, 0, "{st:?}");
-    assert_eq!(st.waiters, 0, "{st:?}");
-    assert_eq!(st.size, st.idle, "{st:?}");
-    assert_eq!(
-        st.size,
-        m.live(),
-        "the pool's size is the live connection count: {st:?}"
+    let (st, live) = (pool.status(), m.live());
+    assert!(
+        at_rest(&st, live),
+        "not at rest (want in_use 0, waiters 0, size == idle == {live} live connections): {st:?}"
     );
 }
