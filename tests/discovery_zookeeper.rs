@@ -26,13 +26,18 @@ const CONVERGE: Duration = Duration::from_secs(30);
 
 /// A writer session of the test's own (the "proxies" registering themselves).
 async fn writer(server: &ZooKeeperServer) -> zk::Client {
+    writer_as(server, None).await
+}
+
+/// A writer session authenticated with `digest` `user:password`, if given.
+async fn writer_as(server: &ZooKeeperServer, digest: Option<&str>) -> zk::Client {
     let deadline = Instant::now() + CONVERGE;
     loop {
-        match zk::Client::connector()
-            .with_session_timeout(Duration::from_secs(20))
-            .connect(&server.addr())
-            .await
-        {
+        let mut connector = zk::Client::connector().with_session_timeout(Duration::from_secs(20));
+        if let Some(auth) = digest {
+            connector = connector.with_auth("digest", auth.as_bytes());
+        }
+        match connector.connect(&server.addr()).await {
             Ok(c) => return c,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("writer connect: {e}; retrying");
@@ -51,6 +56,18 @@ async fn put(client: &zk::Client, path: &str, data: &[u8]) {
             client.mkdir(parent, &opts).await.expect("mkdir");
         }
     }
+    match client.create(path, data, &opts).await {
+        Ok(_) => {}
+        Err(zk::Error::NodeExists) => {
+            client.set_data(path, data, None).await.expect("set_data");
+        }
+        Err(e) => panic!("create {path}: {e}"),
+    }
+}
+
+/// Creates a persistent node whose ACL gives every right to the writer's identity alone.
+async fn put_private(client: &zk::Client, path: &str, data: &[u8]) {
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all());
     match client.create(path, data, &opts).await {
         Ok(_) => {}
         Err(zk::Error::NodeExists) => {
@@ -261,6 +278,86 @@ async fn codis3_register_round_robin_offline_delete_add() {
         log.dump()
     );
     pool.close().await;
+}
+
+/// Codis' `coordinator_auth`: the directory and the proxies' nodes readable by one digest
+/// identity alone. A pool with that identity lists and follows them; one without credentials,
+/// or with a wrong password, lists nothing, dials nothing and reports why; a user name the
+/// scheme cannot carry is reported by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_credentials_read_a_protected_directory() {
+    let server = ZooKeeperServer::start();
+    let w = writer_as(&server, Some("codis:s3:cret")).await;
+    let (a, b) = ("10.0.0.1:19000", "10.0.0.2:19000");
+    put(&w, "/jodis", b"").await;
+    put_private(&w, "/jodis/demo", b"").await;
+    put_private(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put_private(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    // The ACLs are in force: an anonymous session is refused.
+    let anonymous = writer(&server).await;
+    assert!(
+        matches!(
+            anonymous.get_children("/jodis/demo").await,
+            Err(zk::Error::NoAuth)
+        ),
+        "the directory must be protected for this test to mean anything"
+    );
+
+    // The right identity (a password may contain ':'): listed, followed, dialed.
+    let m = Faulty::new();
+    let log = Log::default();
+    let zk = ZooKeeper::codis3(&server.addr(), "demo").digest("codis", "s3:cret");
+    assert!(!format!("{zk:?}").contains("s3:cret"), "{zk:?}");
+    let authed = pool(&m, zk, &log, 4);
+    converge(&authed, &[a, b], &log).await;
+    put_private(&w, "/jodis/demo/proxy-b", &proxy(b, "offline")).await;
+    converge(&authed, &[a], &log).await;
+    let held = hold(&authed, 2).await;
+    assert_eq!(m.connects_to(a), 2);
+    drop(held);
+    assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+
+    // No credentials, a wrong password: nothing listed, nothing dialed, the refusal reported.
+    for zk in [
+        ZooKeeper::codis3(&server.addr(), "demo"),
+        ZooKeeper::codis3(&server.addr(), "demo").digest("codis", "wrong"),
+    ] {
+        let m = Faulty::new();
+        let log = Log::default();
+        let refused = pool(&m, zk, &log, 4);
+        until("the refusal is reported", || {
+            log.count("failed: zookeeper") > 0
+        })
+        .await;
+        assert!(
+            log.count("listing /jodis/demo: not authorized") > 0,
+            "the error names the directory and the refusal:\n{}",
+            log.dump()
+        );
+        assert!(addrs(&refused).is_empty(), "{:?}", refused.status());
+        assert_eq!(m.connects(), 0);
+        refused.close().await;
+    }
+
+    // A user name the digest scheme cannot carry: named, and nothing is connected.
+    for (user, why) in [("co:dis", "contains ':'"), ("", "user name is empty")] {
+        let m = Faulty::new();
+        let log = Log::default();
+        let bad = pool(
+            &m,
+            ZooKeeper::codis3(&server.addr(), "demo").digest(user, "s3:cret"),
+            &log,
+            4,
+        );
+        until("the bad user name is reported", || {
+            log.count("failed: zookeeper: digest") > 0
+        })
+        .await;
+        assert!(log.count(why) > 0, "{}", log.dump());
+        assert!(addrs(&bad).is_empty());
+        bad.close().await;
+    }
+    authed.close().await;
 }
 
 // ---- Codis 2.x ----------------------------------------------------------------------------

@@ -135,6 +135,32 @@ pub struct ZooKeeper {
     connect_timeout: Duration,
     resync_interval: Duration,
     max_backoff: Duration,
+    /// `digest` credentials, `user:password` (never printed).
+    digest: Option<Digest>,
+}
+
+/// ZooKeeper `digest` credentials.
+#[derive(Clone)]
+struct Digest {
+    user: String,
+    password: String,
+}
+
+impl Digest {
+    /// What the `digest` scheme sends: `user:password`, or why the user name cannot be sent.
+    fn auth(&self) -> Result<Vec<u8>, String> {
+        if self.user.is_empty() {
+            return Err("digest: the user name is empty".into());
+        }
+        if self.user.contains(':') {
+            // The server splits `user:password` at its first colon.
+            return Err(format!(
+                "digest: the user name {:?} contains ':', which the digest scheme cannot carry",
+                self.user
+            ));
+        }
+        Ok(format!("{}:{}", self.user, self.password).into_bytes())
+    }
 }
 
 impl fmt::Debug for ZooKeeper {
@@ -147,6 +173,8 @@ impl fmt::Debug for ZooKeeper {
             .field("connect_timeout", &self.connect_timeout)
             .field("resync_interval", &self.resync_interval)
             .field("max_reconnect_backoff", &self.max_backoff)
+            // The user name only: a password has no place in logs.
+            .field("digest_user", &self.digest.as_ref().map(|d| &d.user))
             .finish()
     }
 }
@@ -201,6 +229,7 @@ impl ZooKeeper {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             max_backoff: DEFAULT_MAX_BACKOFF,
+            digest: None,
         }
     }
 
@@ -275,6 +304,32 @@ impl ZooKeeper {
         self
     }
 
+    /// Authenticates every session with ZooKeeper's `digest` scheme (what `addauth digest
+    /// user:password` does in `zkCli.sh`, and what Codis' `coordinator_auth = "user:password"`
+    /// sets up), so that a directory and nodes whose ACLs allow only that identity can be read.
+    /// The credentials are sent again on every new session; [`fmt::Debug`] shows the user
+    /// name, never the password.
+    ///
+    /// ZooKeeper does not reject a wrong password when it is sent: reads of what the ACLs
+    /// protect fail instead, and are reported as discovery errors (`NoAuth`, "not authorized")
+    /// while the last list stays in force. A user name that is empty or contains `:` (the
+    /// scheme splits `user:password` at its first colon; the password may contain one) is
+    /// reported by [`Discovery::run`] as a discovery error naming it, and nothing is connected.
+    ///
+    /// ```
+    /// let zk = connpool::discovery::ZooKeeper::codis3("127.0.0.1:2181", "demo")
+    ///     .digest("codis", "s3cret");
+    /// assert!(!format!("{zk:?}").contains("s3cret"));
+    /// ```
+    #[must_use]
+    pub fn digest(mut self, user: &str, password: &str) -> Self {
+        self.digest = Some(Digest {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
+        self
+    }
+
     /// The directory followed.
     ///
     /// ```
@@ -297,9 +352,16 @@ impl ZooKeeper {
 
     /// Opens one session, bounded by `connect_timeout`.
     async fn open(&self) -> Result<zk::Client, String> {
-        let connector = zk::Client::connector()
+        let mut connector = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
             .with_fail_eagerly();
+        if let Some(d) = &self.digest {
+            // Checked in `run` before any session is opened.
+            let auth = d
+                .auth()
+                .map_err(|e| format!("zookeeper {}: {e}", self.connect))?;
+            connector = connector.with_auth("digest", &auth);
+        }
         match tokio::time::timeout(self.connect_timeout, connector.connect(&self.connect)).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(format!(
@@ -655,6 +717,9 @@ impl Listing {
 impl Discovery for ZooKeeper {
     async fn run(&self, updates: Updates) -> Result<(), DiscoveryError> {
         if let Err(e) = check_path(&self.path) {
+            return Err(DiscoveryError::new(format!("zookeeper: {e}")));
+        }
+        if let Some(Err(e)) = self.digest.as_ref().map(Digest::auth) {
             return Err(DiscoveryError::new(format!("zookeeper: {e}")));
         }
         let mut cache = Cache::default();
