@@ -157,6 +157,15 @@ impl V3 {
                 .unwrap(),
         }
     }
+    /// A client signed in as `user` (on an etcd with authentication on).
+    async fn connect_as(endpoint: &str, user: &str, password: &str) -> V3 {
+        let options = etcd_client::ConnectOptions::new().with_user(user, password);
+        V3 {
+            c: etcd_client::Client::connect([endpoint], Some(options))
+                .await
+                .unwrap(),
+        }
+    }
     async fn put(&mut self, key: &str, value: &str) -> i64 {
         let r = self.c.put(key, value, None).await.unwrap();
         r.header().unwrap().revision()
@@ -306,6 +315,66 @@ async fn v3_register_offline_delete_add_malformed() {
         seen.errors
     );
 
+    pool.close().await;
+}
+
+/// etcd with authentication on: a pool with a reader's credentials lists and follows its
+/// prefix; one without credentials, or with a wrong password, lists nothing, dials nothing and
+/// reports the refusal; an empty user name is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_credentials_on_an_etcd_with_auth() {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let mut admin = etcd_client::Client::connect([&ep], None).await.unwrap();
+    admin.user_add("root", "rootpw", None).await.unwrap();
+    admin.role_add("root").await.unwrap();
+    admin.user_grant_role("root", "root").await.unwrap();
+    admin.role_add("svc-readers").await.unwrap();
+    let read = etcd_client::Permission::read("/svc/redis/").with_prefix();
+    admin
+        .role_grant_permission("svc-readers", read)
+        .await
+        .unwrap();
+    admin.user_add("reader", "s3:cret", None).await.unwrap();
+    admin
+        .user_grant_role("reader", "svc-readers")
+        .await
+        .unwrap();
+    admin
+        .put("/svc/redis/proxy-1", codis(A, "online"), None)
+        .await
+        .unwrap();
+    admin.auth_enable().await.unwrap();
+    let mut w = V3::connect_as(&ep, "root", "rootpw").await;
+    w.put("/svc/redis/proxy-2", &codis(B, "online")).await;
+
+    let d = fast(Etcd::prefix(&[&ep], "/svc/redis/")).credentials("reader", "s3:cret");
+    assert!(!format!("{d:?}").contains("s3:cret"), "{d:?}");
+    let (pool, m, seen) = pool_with(d);
+    until_listed(&pool, &[A, B]).await;
+    // The watch is the reader's too: changes are followed.
+    w.put("/svc/redis/proxy-2", &codis(B, "offline")).await;
+    until_listed(&pool, &[A]).await;
+    w.put("/svc/redis/proxy-3", C).await;
+    until_listed(&pool, &[A, C]).await;
+    dial(&pool, 2).await;
+    assert_eq!(m.connects_to(A) + m.connects_to(C), 2);
+    assert_eq!(seen.errors_with(""), 0, "{:?}", seen.errors);
+    refused_with(
+        fast(Etcd::prefix(&[&ep], "/svc/redis/")),
+        "etcdserver: user name is empty",
+    )
+    .await;
+    refused_with(
+        fast(Etcd::prefix(&[&ep], "/svc/redis/")).credentials("reader", "wrong"),
+        "authentication failed",
+    )
+    .await;
+    refused_with(
+        fast(Etcd::prefix(&[&ep], "/svc/redis/")).credentials("", "s3:cret"),
+        "etcd: credentials: the user name is empty",
+    )
+    .await;
     pool.close().await;
 }
 
@@ -677,6 +746,57 @@ async fn codis3_a_dead_endpoint_is_passed_over() {
         pools_with_a_dead_endpoint(&etcd.endpoint(), &[A], |eps| Etcd::codis3(eps, "half")).await;
     etcd.put_v2("/jodis/half/proxy-b", &codis(B, "online"));
     follows_then_reports_every_member_down(&pools, &mut etcd).await;
+}
+
+/// Codis' `coordinator_auth` on etcd v2: reads allowed to one user alone. A pool with that
+/// user's credentials lists and follows the directory; one without credentials, or with a
+/// wrong password, lists nothing, dials nothing and reports the refusal; a user name Basic
+/// credentials cannot carry is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codis3_credentials_on_an_etcd_with_v2_auth() {
+    let etcd = EtcdServer::start_v2();
+    etcd.put_v2("/jodis/demo/proxy-a", &codis(A, "online"));
+    etcd.enable_v2_auth("rootpw", ("reader", "s3:cret"), "/jodis/*");
+    etcd.put_v2_as_root("rootpw", "/jodis/demo/proxy-b", &codis(B, "online"));
+
+    let d = fast(Etcd::codis3(&[&etcd.endpoint()], "demo")).credentials("reader", "s3:cret");
+    assert!(!format!("{d:?}").contains("s3:cret"), "{d:?}");
+    let (pool, m, seen) = pool_with(d);
+    until_listed(&pool, &[A, B]).await;
+    // The long-poll carries the credentials too: a change is followed.
+    etcd.put_v2_as_root("rootpw", "/jodis/demo/proxy-b", &codis(B, "offline"));
+    until_listed(&pool, &[A]).await;
+    dial(&pool, 2).await;
+    assert_eq!(m.connects_to(A), 2);
+    assert_eq!(seen.errors_with(""), 0, "{:?}", seen.errors);
+    refused_with(
+        fast(Etcd::codis3(&[&etcd.endpoint()], "demo")),
+        "requires user authentication",
+    )
+    .await;
+    refused_with(
+        fast(Etcd::codis3(&[&etcd.endpoint()], "demo")).credentials("reader", "wrong"),
+        "error 110",
+    )
+    .await;
+    refused_with(
+        fast(Etcd::codis3(&[&etcd.endpoint()], "demo")).credentials("re:ader", "s3:cret"),
+        "the user name \"re:ader\" contains ':'",
+    )
+    .await;
+    pool.close().await;
+}
+
+/// A pool on `d` lists nothing, dials nothing, and reports an error containing `why`.
+async fn refused_with(d: Etcd, why: &str) {
+    let (pool, m, seen) = pool_with(d);
+    eventually(&format!("an error with {why:?}"), WITHIN, || {
+        seen.errors_with(why) > 0
+    })
+    .await;
+    assert!(listed(&pool).is_empty(), "{:?}", pool.status());
+    assert_eq!(m.connects(), 0);
+    pool.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,6 +36,12 @@
 //! the next member is tried at once: one member down in a cluster whose others serve is not
 //! a discovery failure.
 //!
+//! # Authentication
+//!
+//! With [`Etcd::credentials`], v3 signs each new client in (etcd-client renews an expired
+//! token and retries), and v2 sends HTTP Basic credentials on every request. No TLS: the
+//! password crosses the network in clear, as the v2 API's own clients send it without TLS.
+//!
 //! In both modes the last list stays in force while etcd is unreachable (nothing is published),
 //! a failure of every endpoint in a row is reported with `Updates::report_error` and retried
 //! after a capped, jittered backoff, and malformed values are skipped with `Updates::warn`
@@ -89,6 +95,71 @@ pub struct Etcd {
     progress_interval: Duration,
     poll_timeout: Duration,
     backoff: (Duration, Duration),
+    credentials: Option<Credentials>,
+}
+
+/// A user name and password (v3: etcd's auth, v2: HTTP Basic).
+#[derive(Clone)]
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The user name only: a password has no place in logs.
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credentials {
+    /// Why these credentials cannot be sent through `source`'s API, if they cannot.
+    fn invalid(&self, source: &Source) -> Option<String> {
+        if self.user.is_empty() {
+            return Some("etcd: credentials: the user name is empty".into());
+        }
+        if matches!(source, Source::V2Dir(_)) && self.user.contains(':') {
+            // RFC 7617: the user-id of Basic credentials ends at the first colon.
+            return Some(format!(
+                "etcd v2: credentials: the user name {:?} contains ':', which HTTP Basic \
+                 authentication cannot carry",
+                self.user
+            ));
+        }
+        None
+    }
+
+    /// The v2 API's `Authorization` header value.
+    fn basic(&self) -> String {
+        format!(
+            "Basic {}",
+            base64(format!("{}:{}", self.user, self.password).as_bytes())
+        )
+    }
+}
+
+/// Standard base64 with padding (RFC 4648), for HTTP Basic credentials.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +197,7 @@ impl Etcd {
             progress_interval: Duration::from_secs(5),
             poll_timeout: Duration::from_secs(10),
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            credentials: None,
         }
     }
 
@@ -238,12 +310,50 @@ impl Etcd {
         self.backoff = (base, max.clamp(base, MAX_KNOB));
         self
     }
+
+    /// Authenticates as `user` with `password`, for an etcd with authentication enabled
+    /// (Codis' `coordinator_auth = "user:password"` for etcd):
+    ///
+    /// - v3 ([`prefix`](Self::prefix)): etcd's own authentication; each new client signs in,
+    ///   and an expired token is renewed and the request retried.
+    /// - v2 ([`codis3`](Self::codis3)): HTTP Basic credentials on every request.
+    ///
+    /// The password travels in clear over plain HTTP, as with any etcd client without TLS:
+    /// keep such endpoints on a trusted network. [`fmt::Debug`](std::fmt::Debug) shows the
+    /// user name, never the password.
+    ///
+    /// Refused credentials are discovery errors, retried after the backoff while the last
+    /// list stays in force: a wrong password on v3 fails the sign-in ("authentication
+    /// failed"), on v2 every read ("error 110"). An empty user name, or on v2 one containing
+    /// `:` (which Basic credentials cannot carry; the password may), is reported by
+    /// [`Discovery::run`] as a discovery error naming it, and nothing is connected.
+    ///
+    /// ```
+    /// let d = connpool::discovery::Etcd::prefix(&["127.0.0.1:2379"], "/svc/")
+    ///     .credentials("reader", "s3cret");
+    /// assert!(!format!("{d:?}").contains("s3cret"));
+    /// ```
+    #[must_use]
+    pub fn credentials(mut self, user: &str, password: &str) -> Etcd {
+        self.credentials = Some(Credentials {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
+        self
+    }
 }
 
 impl Discovery for Etcd {
     async fn run(&self, updates: Updates) -> Result<(), DiscoveryError> {
         if self.endpoints.is_empty() {
             return Err(DiscoveryError::new("etcd: no endpoints given"));
+        }
+        if let Some(why) = self
+            .credentials
+            .as_ref()
+            .and_then(|c| c.invalid(&self.source))
+        {
+            return Err(DiscoveryError::new(why));
         }
         let work = async {
             match &self.source {
@@ -414,11 +524,18 @@ impl Etcd {
         let mut listing = Listing::default();
         let mut backoff = Backoff::new(self.backoff);
         let mut rotation = Rotation::new(self.endpoints.len());
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_keep_alive(self.keep_alive.0, self.keep_alive.1)
             .with_keep_alive_while_idle(false)
             .with_connect_timeout(self.request_timeout)
             .with_require_leader(true);
+        if let Some(c) = &self.credentials {
+            // A token outlives its TTL only while used; a quiet watch may let it lapse, and
+            // the next read then signs in again instead of failing.
+            options = options
+                .with_user(c.user.clone(), c.password.clone())
+                .with_auto_token_refresh(true);
+        }
         loop {
             // One member per client (see `Rotation`).
             let endpoint = &self.endpoints[rotation.at()];
@@ -768,6 +885,8 @@ impl Etcd {
         // The store index the listing is current at; `None`: read everything.
         let mut index: Option<u64> = None;
         let rt = self.request_timeout;
+        let auth = self.credentials.as_ref().map(Credentials::basic);
+        let auth = auth.as_deref();
         loop {
             let ep = &endpoints[rotation.at()];
             let failure = match index {
@@ -776,7 +895,7 @@ impl Etcd {
                     // cannot hand back a list older than what the cluster agreed on (it
                     // fails the read instead, and the next member is tried).
                     let path = format!("/v2/keys{dir}?recursive=true&sorted=true&quorum=true");
-                    match http_get(ep, &path, rt, rt).await {
+                    match http_get(ep, &path, auth, rt, rt).await {
                         Ok(resp) => {
                             match parse_v2_listing(resp.status, resp.etcd_index, &resp.body) {
                                 Ok(l) => {
@@ -799,7 +918,7 @@ impl Etcd {
                         "/v2/keys{dir}?wait=true&recursive=true&waitIndex={}",
                         i.saturating_add(1)
                     );
-                    match http_get(ep, &path, rt, self.poll_timeout).await {
+                    match http_get(ep, &path, auth, rt, self.poll_timeout).await {
                         Ok(resp) => match parse_v2_wait(resp.status, &resp.body) {
                             Ok(V2Wait::Changed(m)) => {
                                 tracing::debug!(dir, modified = ?m, "connpool: etcd v2: change");
@@ -885,11 +1004,13 @@ impl std::fmt::Display for HttpError {
     }
 }
 
-/// `GET path` on `host_port` with `Connection: close`: the headers must arrive within
-/// `header_timeout` (connect included), the body within `body_timeout` after them.
+/// `GET path` on `host_port` with `Connection: close` (and `Authorization: auth`, if given):
+/// the headers must arrive within `header_timeout` (connect included), the body within
+/// `body_timeout` after them.
 async fn http_get(
     host_port: &str,
     path: &str,
+    auth: Option<&str>,
     header_timeout: Duration,
     body_timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
@@ -899,9 +1020,10 @@ async fn http_get(
         .await
         .map_err(timed_out)?
         .map_err(HttpError::Io)?;
+    let authorization = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nAccept: application/json\r\n\
-         Connection: close\r\n\r\n"
+         {authorization}Connection: close\r\n\r\n"
     );
     timeout_at(head_deadline, stream.write_all(request.as_bytes()))
         .await
@@ -1090,6 +1212,56 @@ fn chunked_complete(raw: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    #[test]
+    fn base64_matches_rfc_4648_and_7617() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded, "{plain:?}");
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+        let c = Credentials {
+            user: "Aladdin".into(),
+            password: "open sesame".into(),
+        };
+        assert_eq!(c.basic(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert!(!format!("{c:?}").contains("sesame"), "{c:?}");
+    }
+
+    proptest::proptest! {
+        /// Any bytes encode as the `base64` crate's standard engine encodes them.
+        #[test]
+        fn base64_agrees_with_the_base64_crate(bytes in proptest::collection::vec(0u8.., 0..64)) {
+            use ::base64::Engine as _;
+            let theirs = ::base64::engine::general_purpose::STANDARD.encode(&bytes);
+            proptest::prop_assert_eq!(base64(&bytes), theirs);
+        }
+    }
+
+    #[test]
+    fn credentials_an_api_cannot_carry_are_named() {
+        let v2 = Source::V2Dir("/jodis/demo".into());
+        let v3 = Source::Prefix("/svc/".into());
+        let with = |user: &str| Credentials {
+            user: user.into(),
+            password: "a:b".into(),
+        };
+        assert_eq!(with("reader").invalid(&v2), None, "a password may hold ':'");
+        assert_eq!(with("re:ader").invalid(&v3), None, "v3 names may hold ':'");
+        let e = with("re:ader").invalid(&v2).unwrap();
+        assert!(e.contains("\"re:ader\"") && e.contains("Basic"), "{e}");
+        for source in [&v2, &v3] {
+            let e = with("").invalid(source).unwrap();
+            assert!(e.contains("user name is empty"), "{e}");
+        }
+    }
+
     /// A server that sends `head` (and `body_start`), then stalls until the client leaves.
     async fn stalling_server(head: &'static str, body_start: &'static str) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1116,7 +1288,7 @@ mod tests {
         // completes, so the short body bound always ends the read.
         let (head, t) = (Duration::from_secs(30), Duration::from_millis(200));
         let quiet = stalling_server(HEAD, "").await;
-        let r = http_get(&quiet, "/v2/keys/d?wait=true", head, t).await;
+        let r = http_get(&quiet, "/v2/keys/d?wait=true", None, head, t).await;
         assert!(
             matches!(
                 r,
@@ -1127,7 +1299,7 @@ mod tests {
             "{r:?}"
         );
         let stalled = stalling_server(HEAD, "40\r\n{\"action\":\"set\"").await;
-        let r = http_get(&stalled, "/v2/keys/d?wait=true", head, t).await;
+        let r = http_get(&stalled, "/v2/keys/d?wait=true", None, head, t).await;
         assert!(
             matches!(r, Err(HttpError::BodyTimeout { etcd_index: None })),
             "{r:?}"

@@ -219,6 +219,66 @@ impl EtcdServer {
         );
     }
 
+    /// v2 API, as `root` with `root_password` (once v2 authentication is on): sets `key`.
+    pub fn put_v2_as_root(&self, root_password: &str, key: &str, value: &str) {
+        let body = format!("value={}", form_encode(value));
+        let form = Some(("application/x-www-form-urlencoded", body.as_str()));
+        let (status, text) = http_as(
+            self.client_port,
+            "PUT",
+            &format!("/v2/keys{key}"),
+            form,
+            Some(("root", root_password)),
+        )
+        .unwrap_or_else(|e| panic!("v2 PUT {key} as root: {e}"));
+        assert!(
+            status == 200 || status == 201,
+            "v2 PUT {key} as root: {status} {text}"
+        );
+    }
+
+    /// v2 API: turns authentication on with a `root` user, takes every right from the guest
+    /// role, and adds `user` (name, password) with read access to `read` (a v2 glob such as
+    /// `/jodis/*`).
+    pub fn enable_v2_auth(&self, root_password: &str, user: (&str, &str), read: &str) {
+        let root = Some(("root", root_password));
+        let (name, password) = user;
+        let steps = [
+            (
+                "/v2/auth/users/root".to_owned(),
+                format!(r#"{{"user":"root","password":"{root_password}"}}"#),
+                None,
+            ),
+            ("/v2/auth/enable".to_owned(), String::new(), None),
+            (
+                "/v2/auth/roles/guest".to_owned(),
+                r#"{"role":"guest","revoke":{"kv":{"read":["/*"],"write":["/*"]}}}"#.to_owned(),
+                root,
+            ),
+            (
+                "/v2/auth/roles/readers".to_owned(),
+                format!(
+                    r#"{{"role":"readers","permissions":{{"kv":{{"read":["{read}"],"write":[]}}}}}}"#
+                ),
+                root,
+            ),
+            (
+                format!("/v2/auth/users/{name}"),
+                format!(r#"{{"user":"{name}","password":"{password}","roles":["readers"]}}"#),
+                root,
+            ),
+        ];
+        for (path, body, auth) in &steps {
+            let body = Some(("application/json", body.as_str()));
+            let (status, text) = http_as(self.client_port, "PUT", path, body, *auth)
+                .unwrap_or_else(|e| panic!("v2 PUT {path}: {e}"));
+            assert!(
+                status == 200 || status == 201,
+                "v2 PUT {path}: {status} {text}"
+            );
+        }
+    }
+
     /// v2 API: deletes `key`.
     pub fn delete_v2(&self, key: &str) {
         let (status, text) = http(self.client_port, "DELETE", &format!("/v2/keys{key}"), None)
@@ -277,6 +337,19 @@ fn form_encode(s: &str) -> String {
 
 /// A blocking HTTP/1.0 request to 127.0.0.1:`port`: (status, body).
 fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Result<(u16, String)> {
+    let body = form.map(|f| ("application/x-www-form-urlencoded", f));
+    http_as(port, method, path, body, None)
+}
+
+/// `http` with a body of any content type, and HTTP Basic credentials if given.
+fn http_as(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &str)>,
+    user: Option<(&str, &str)>,
+) -> std::io::Result<(u16, String)> {
+    use base64::Engine as _;
     let mut s = TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(2),
@@ -284,8 +357,12 @@ fn http(port: u16, method: &str, path: &str, form: Option<&str>) -> std::io::Res
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
-    if let Some(body) = form {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    if let Some((name, password)) = user {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    if let Some((content_type, body)) = body {
+        req.push_str(&format!("Content-Type: {content_type}\r\n"));
         req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     } else {
         req.push_str("\r\n");
