@@ -17,6 +17,12 @@ pub enum TestOnBorrow {
     Always,
     /// Only when the connection has been quiet (neither used nor checked) for at least this
     /// long: a busy pool pays nothing, a pool waking from a lull checks its stale connections.
+    ///
+    /// With an `idle_timeout` at or below this duration, a connection is closed by the idle
+    /// timeout before it has been quiet that long, so no check on borrow runs: the idle
+    /// timeout does the work. This is accepted (not a build error, unlike such a
+    /// `keepalive`), so that a short `idle_timeout` does not make the default `IdleFor(500
+    /// ms)` invalid.
     IdleFor(Duration),
 }
 
