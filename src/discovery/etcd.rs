@@ -39,8 +39,15 @@
 //! # Authentication
 //!
 //! With [`Etcd::credentials`], v3 signs each new client in (etcd-client renews an expired
-//! token and retries), and v2 sends HTTP Basic credentials on every request. No TLS: the
-//! password crosses the network in clear, as the v2 API's own clients send it without TLS.
+//! token and retries), and v2 sends HTTP Basic credentials on every request. Without TLS the
+//! password crosses the network in clear, as any etcd client's does.
+//!
+//! # TLS (feature `etcd-tls`)
+//!
+//! The PEM given to [`Etcd::tls`] (and [`Etcd::tls_identity`]) is checked once per run into a
+//! rustls configuration (ring): v3 hands the same PEM to etcd-client (tonic, rustls with ring),
+//! and v2 wraps each long-poll's socket in a TLS session, the handshake counting against the
+//! request timeout as the connect does.
 //!
 //! In both modes the last list stays in force while etcd is unreachable (nothing is published),
 //! a failure of every endpoint in a row is reported with `Updates::report_error` and retried
@@ -55,6 +62,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 
+#[cfg(feature = "etcd-tls")]
+use super::etcd_tls::{Tls, TlsSettings};
 use super::node::{parse_node, NodeData};
 use super::{Discovery, Updates};
 use crate::backends::Backend;
@@ -96,6 +105,8 @@ pub struct Etcd {
     poll_timeout: Duration,
     backoff: (Duration, Duration),
     credentials: Option<Credentials>,
+    #[cfg(feature = "etcd-tls")]
+    tls: Option<TlsSettings>,
 }
 
 /// A user name and password (v3: etcd's auth, v2: HTTP Basic).
@@ -183,6 +194,10 @@ const MAX_BODY: usize = 64 << 20;
 /// Response headers above this are refused.
 const MAX_HEAD: usize = 64 << 10;
 
+/// Without the `etcd-tls` feature there is no TLS: nothing of this type exists.
+#[cfg(not(feature = "etcd-tls"))]
+enum Tls {}
+
 impl Etcd {
     fn new(endpoints: &[&str], source: Source) -> Etcd {
         Etcd {
@@ -198,6 +213,8 @@ impl Etcd {
             poll_timeout: Duration::from_secs(10),
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             credentials: None,
+            #[cfg(feature = "etcd-tls")]
+            tls: None,
         }
     }
 
@@ -318,9 +335,9 @@ impl Etcd {
     ///   and an expired token is renewed and the request retried.
     /// - v2 ([`codis3`](Self::codis3)): HTTP Basic credentials on every request.
     ///
-    /// The password travels in clear over plain HTTP, as with any etcd client without TLS:
-    /// keep such endpoints on a trusted network. [`fmt::Debug`](std::fmt::Debug) shows the
-    /// user name, never the password.
+    /// Without TLS (feature `etcd-tls`, `Etcd::tls`) the password travels in clear, as with
+    /// any etcd client: keep such endpoints on a trusted network.
+    /// [`fmt::Debug`](std::fmt::Debug) shows the user name, never the password.
     ///
     /// Refused credentials are discovery errors, retried after the backoff while the last
     /// list stays in force: a wrong password on v3 fails the sign-in ("authentication
@@ -341,6 +358,98 @@ impl Etcd {
         });
         self
     }
+
+    /// Speaks TLS to every endpoint (v3 and v2), trusting the members' certificates that the
+    /// certificates in `ca_pem` (PEM, one or more) sign. Endpoints are then `host:port` or
+    /// `https://host:port`; each member's certificate must name the endpoint's host (an IP
+    /// address as an IP SAN), or the name given to [`tls_domain`](Self::tls_domain).
+    /// Feature `etcd-tls` (rustls, with ring).
+    ///
+    /// Bad PEM, an `http://` endpoint, or an `https://` one without this, is reported by
+    /// [`Discovery::run`] as a discovery error saying which, and nothing is connected; a
+    /// member whose certificate does not verify is a discovery error naming the reason.
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("/etc/etcd/ca.pem").unwrap();
+    /// let d = connpool::discovery::Etcd::prefix(&["https://10.0.0.1:2379"], "/svc/").tls(&ca);
+    /// ```
+    #[cfg(feature = "etcd-tls")]
+    #[must_use]
+    pub fn tls(mut self, ca_pem: &[u8]) -> Etcd {
+        self.tls.get_or_insert_with(TlsSettings::default).ca_pem = ca_pem.to_vec();
+        self
+    }
+
+    /// With [`tls`](Self::tls): presents this client certificate chain and private key (PEM;
+    /// PKCS#8, PKCS#1 or SEC1), for members started with `--client-cert-auth`. The key is
+    /// never printed ([`fmt::Debug`](std::fmt::Debug) says whether one is set).
+    ///
+    /// ```no_run
+    /// let read = |p| std::fs::read(p).unwrap();
+    /// let d = connpool::discovery::Etcd::prefix(&["10.0.0.1:2379"], "/svc/")
+    ///     .tls(&read("/etc/etcd/ca.pem"))
+    ///     .tls_identity(&read("/etc/etcd/client.pem"), &read("/etc/etcd/client-key.pem"));
+    /// ```
+    #[cfg(feature = "etcd-tls")]
+    #[must_use]
+    pub fn tls_identity(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Etcd {
+        self.tls.get_or_insert_with(TlsSettings::default).identity =
+            Some((cert_pem.to_vec(), key_pem.to_vec()));
+        self
+    }
+
+    /// With [`tls`](Self::tls): verifies every member's certificate against `name` instead
+    /// of the endpoint's host (members reached by IP address whose certificates name a DNS
+    /// name).
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("/etc/etcd/ca.pem").unwrap();
+    /// let d = connpool::discovery::Etcd::prefix(&["10.0.0.1:2379"], "/svc/")
+    ///     .tls(&ca)
+    ///     .tls_domain("etcd.internal");
+    /// ```
+    #[cfg(feature = "etcd-tls")]
+    #[must_use]
+    pub fn tls_domain(mut self, name: &str) -> Etcd {
+        self.tls.get_or_insert_with(TlsSettings::default).domain = Some(name.to_owned());
+        self
+    }
+
+    /// The checked TLS settings, if TLS is set.
+    fn prepare_tls(&self) -> Result<Option<Tls>, String> {
+        #[cfg(feature = "etcd-tls")]
+        {
+            self.tls.as_ref().map(TlsSettings::prepare).transpose()
+        }
+        #[cfg(not(feature = "etcd-tls"))]
+        {
+            Ok(None)
+        }
+    }
+
+    /// The endpoints in `host:port` form (each bad one reported and skipped), or the error
+    /// when none is usable.
+    fn usable_endpoints(
+        &self,
+        updates: &Updates,
+        api: &str,
+        tls: bool,
+    ) -> Result<Vec<String>, DiscoveryError> {
+        let mut endpoints = Vec::new();
+        for e in &self.endpoints {
+            match endpoint(e, api, tls) {
+                Ok(hp) => endpoints.push(hp),
+                Err(why) => report(updates, &why),
+            }
+        }
+        if endpoints.is_empty() {
+            return Err(DiscoveryError::new(format!(
+                "{api}: no usable endpoint in {:?}",
+                self.endpoints
+            )));
+        }
+        Ok(endpoints)
+    }
 }
 
 impl Discovery for Etcd {
@@ -355,10 +464,12 @@ impl Discovery for Etcd {
         {
             return Err(DiscoveryError::new(why));
         }
+        let tls = self.prepare_tls().map_err(DiscoveryError::new)?;
+        let tls = tls.as_ref();
         let work = async {
             match &self.source {
-                Source::Prefix(prefix) => self.run_v3(&updates, prefix).await,
-                Source::V2Dir(dir) => self.run_v2(&updates, dir).await,
+                Source::Prefix(prefix) => self.run_v3(&updates, prefix, tls).await,
+                Source::V2Dir(dir) => self.run_v2(&updates, dir, tls).await,
             }
         };
         tokio::select! {
@@ -520,10 +631,17 @@ enum V3End {
 }
 
 impl Etcd {
-    async fn run_v3(&self, updates: &Updates, prefix: &str) -> Result<(), DiscoveryError> {
+    async fn run_v3(
+        &self,
+        updates: &Updates,
+        prefix: &str,
+        tls: Option<&Tls>,
+    ) -> Result<(), DiscoveryError> {
+        // `host:port`: etcd-client adds `https://` when it has TLS options, else `http://`.
+        let endpoints = self.usable_endpoints(updates, "etcd", tls.is_some())?;
         let mut listing = Listing::default();
         let mut backoff = Backoff::new(self.backoff);
-        let mut rotation = Rotation::new(self.endpoints.len());
+        let mut rotation = Rotation::new(endpoints.len());
         let mut options = ConnectOptions::new()
             .with_keep_alive(self.keep_alive.0, self.keep_alive.1)
             .with_keep_alive_while_idle(false)
@@ -536,9 +654,16 @@ impl Etcd {
                 .with_user(c.user.clone(), c.password.clone())
                 .with_auto_token_refresh(true);
         }
+        match tls {
+            #[cfg(feature = "etcd-tls")]
+            Some(t) => options = options.with_tls(t.v3_options()),
+            #[cfg(not(feature = "etcd-tls"))]
+            Some(t) => match *t {},
+            None => {}
+        }
         loop {
             // One member per client (see `Rotation`).
-            let endpoint = &self.endpoints[rotation.at()];
+            let endpoint = &endpoints[rotation.at()];
             let client = timeout(
                 self.request_timeout,
                 Client::connect([endpoint], Some(options.clone())),
@@ -733,16 +858,31 @@ fn watch_deadline(
 
 // ---- v2 ---------------------------------------------------------------------------------------
 
-/// A v2 endpoint: `host:port` (an `http://` prefix and a trailing `/` are accepted).
-fn v2_endpoint(e: &str) -> Result<String, String> {
-    if e.starts_with("https://") {
-        return Err(format!(
-            "etcd v2: endpoint {e:?}: https is not supported by the v2 long-poll client"
-        ));
-    }
-    let hp = e.strip_prefix("http://").unwrap_or(e).trim_end_matches('/');
+/// An endpoint as `host:port` (a trailing `/` accepted), or why it is not usable: an
+/// `http://` or `https://` prefix must agree with whether TLS is set (`api` names the API in
+/// the message).
+fn endpoint(e: &str, api: &str, tls: bool) -> Result<String, String> {
+    let hp = if let Some(rest) = e.strip_prefix("https://") {
+        if !tls {
+            return Err(format!(
+                "{api}: endpoint {e:?} is https://, but TLS is not set (Etcd::tls, feature \
+                 etcd-tls)"
+            ));
+        }
+        rest
+    } else if let Some(rest) = e.strip_prefix("http://") {
+        if tls {
+            return Err(format!(
+                "{api}: endpoint {e:?} is http://, but TLS is set (give host:port or https://)"
+            ));
+        }
+        rest
+    } else {
+        e
+    };
+    let hp = hp.trim_end_matches('/');
     if hp.is_empty() || hp.contains('/') || hp.contains(char::is_whitespace) {
-        return Err(format!("etcd v2: endpoint {e:?} is not host:port"));
+        return Err(format!("{api}: endpoint {e:?} is not host:port"));
     }
     Ok(hp.to_owned())
 }
@@ -865,20 +1005,13 @@ fn parse_v2_wait(status: u16, body: &[u8]) -> Result<V2Wait, String> {
 }
 
 impl Etcd {
-    async fn run_v2(&self, updates: &Updates, dir: &str) -> Result<(), DiscoveryError> {
-        let mut endpoints = Vec::new();
-        for e in &self.endpoints {
-            match v2_endpoint(e) {
-                Ok(hp) => endpoints.push(hp),
-                Err(why) => report(updates, &why),
-            }
-        }
-        if endpoints.is_empty() {
-            return Err(DiscoveryError::new(format!(
-                "etcd v2: no usable endpoint in {:?}",
-                self.endpoints
-            )));
-        }
+    async fn run_v2(
+        &self,
+        updates: &Updates,
+        dir: &str,
+        tls: Option<&Tls>,
+    ) -> Result<(), DiscoveryError> {
+        let endpoints = self.usable_endpoints(updates, "etcd v2", tls.is_some())?;
         let mut rotation = Rotation::new(endpoints.len());
         let mut listing = Listing::default();
         let mut backoff = Backoff::new(self.backoff);
@@ -895,7 +1028,7 @@ impl Etcd {
                     // cannot hand back a list older than what the cluster agreed on (it
                     // fails the read instead, and the next member is tried).
                     let path = format!("/v2/keys{dir}?recursive=true&sorted=true&quorum=true");
-                    match http_get(ep, &path, auth, rt, rt).await {
+                    match http_get(ep, &path, tls, auth, rt, rt).await {
                         Ok(resp) => {
                             match parse_v2_listing(resp.status, resp.etcd_index, &resp.body) {
                                 Ok(l) => {
@@ -918,7 +1051,7 @@ impl Etcd {
                         "/v2/keys{dir}?wait=true&recursive=true&waitIndex={}",
                         i.saturating_add(1)
                     );
-                    match http_get(ep, &path, auth, rt, self.poll_timeout).await {
+                    match http_get(ep, &path, tls, auth, rt, self.poll_timeout).await {
                         Ok(resp) => match parse_v2_wait(resp.status, &resp.body) {
                             Ok(V2Wait::Changed(m)) => {
                                 tracing::debug!(dir, modified = ?m, "connpool: etcd v2: change");
@@ -1004,22 +1137,35 @@ impl std::fmt::Display for HttpError {
     }
 }
 
-/// `GET path` on `host_port` with `Connection: close` (and `Authorization: auth`, if given):
-/// the headers must arrive within `header_timeout` (connect included), the body within
-/// `body_timeout` after them.
+/// `GET path` on `host_port` with `Connection: close` (and `Authorization: auth`, if given),
+/// over TLS if `tls` is given: the headers must arrive within `header_timeout` (connect and
+/// handshake included), the body within `body_timeout` after them.
 async fn http_get(
     host_port: &str,
     path: &str,
+    tls: Option<&Tls>,
     auth: Option<&str>,
     header_timeout: Duration,
     body_timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
     let head_deadline = deadline_after(Instant::now(), header_timeout);
     let timed_out = |_| HttpError::HeaderTimeout(header_timeout);
-    let mut stream = timeout_at(head_deadline, TcpStream::connect(host_port))
+    let tcp = timeout_at(head_deadline, TcpStream::connect(host_port))
         .await
         .map_err(timed_out)?
         .map_err(HttpError::Io)?;
+    let mut stream: Box<dyn Stream> = match tls {
+        #[cfg(feature = "etcd-tls")]
+        Some(t) => Box::new(
+            timeout_at(head_deadline, t.connect(host_port, tcp))
+                .await
+                .map_err(timed_out)?
+                .map_err(HttpError::Io)?,
+        ),
+        #[cfg(not(feature = "etcd-tls"))]
+        Some(t) => match *t {},
+        None => Box::new(tcp),
+    };
     let authorization = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nAccept: application/json\r\n\
@@ -1109,6 +1255,11 @@ async fn http_get(
         body,
     })
 }
+
+/// A connection the v2 client speaks HTTP over: plain TCP, or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
 
 #[derive(Debug, PartialEq)]
 struct Head {
@@ -1288,7 +1439,7 @@ mod tests {
         // completes, so the short body bound always ends the read.
         let (head, t) = (Duration::from_secs(30), Duration::from_millis(200));
         let quiet = stalling_server(HEAD, "").await;
-        let r = http_get(&quiet, "/v2/keys/d?wait=true", None, head, t).await;
+        let r = http_get(&quiet, "/v2/keys/d?wait=true", None, None, head, t).await;
         assert!(
             matches!(
                 r,
@@ -1299,7 +1450,7 @@ mod tests {
             "{r:?}"
         );
         let stalled = stalling_server(HEAD, "40\r\n{\"action\":\"set\"").await;
-        let r = http_get(&stalled, "/v2/keys/d?wait=true", None, head, t).await;
+        let r = http_get(&stalled, "/v2/keys/d?wait=true", None, None, head, t).await;
         assert!(
             matches!(r, Err(HttpError::BodyTimeout { etcd_index: None })),
             "{r:?}"
@@ -1393,11 +1544,21 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(v2_endpoint("127.0.0.1:2379"), Ok("127.0.0.1:2379".into()));
-        assert_eq!(v2_endpoint("http://h:2379/"), Ok("h:2379".into()));
-        assert!(v2_endpoint("https://h:2379").is_err());
-        assert!(v2_endpoint("http://h:2379/v2").is_err());
-        assert!(v2_endpoint("").is_err());
+        let v2 = |e| endpoint(e, "etcd v2", false);
+        assert_eq!(v2("127.0.0.1:2379"), Ok("127.0.0.1:2379".into()));
+        assert_eq!(v2("http://h:2379/"), Ok("h:2379".into()));
+        let e = v2("https://h:2379").unwrap_err();
+        assert!(
+            e.contains("TLS is not set") && e.starts_with("etcd v2:"),
+            "{e}"
+        );
+        assert!(v2("http://h:2379/v2").is_err());
+        assert!(v2("").is_err());
+        let tls = |e| endpoint(e, "etcd", true);
+        assert_eq!(tls("https://h:2379"), Ok("h:2379".into()));
+        assert_eq!(tls("h:2379"), Ok("h:2379".into()));
+        let e = tls("http://h:2379").unwrap_err();
+        assert!(e.contains("TLS is set"), "{e}");
     }
 
     #[test]

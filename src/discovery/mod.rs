@@ -19,6 +19,8 @@ use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, WaitQueue};
 
 #[cfg(feature = "etcd")]
 mod etcd;
+#[cfg(feature = "etcd-tls")]
+mod etcd_tls;
 #[cfg(any(feature = "zookeeper", feature = "etcd"))]
 mod node;
 pub(crate) mod runner;

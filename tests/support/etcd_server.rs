@@ -22,7 +22,17 @@ pub struct EtcdServer {
     dir: PathBuf,
     v2: bool,
     extra: Vec<String>,
+    /// A TLS client listener's port, beside the plain one (which the helpers keep using).
+    tls_port: Option<u16>,
     child: Option<Child>,
+}
+
+/// The PEM files of a TLS listener: the server's certificate and key, and (for
+/// `--client-cert-auth`) the CA that client certificates must chain to.
+pub struct TlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: Option<&'a Path>,
 }
 
 impl EtcdServer {
@@ -42,6 +52,30 @@ impl EtcdServer {
         s.extra = extra.iter().map(|a| a.to_string()).collect();
         s.spawn();
         s
+    }
+
+    /// Starts etcd with a TLS client listener (see [`tls_endpoint`](Self::tls_endpoint)) beside
+    /// the plain one; with `files.client_ca`, TLS clients must present a certificate it signed.
+    pub fn start_tls(v2: bool, files: &TlsFiles<'_>) -> EtcdServer {
+        let mut s = Self::new_stopped(v2);
+        s.tls_port = Some(free_port());
+        let path = |p: &Path| p.display().to_string();
+        s.extra = vec![
+            format!("--cert-file={}", path(files.cert)),
+            format!("--key-file={}", path(files.key)),
+        ];
+        if let Some(ca) = files.client_ca {
+            s.extra.push("--client-cert-auth".into());
+            s.extra.push(format!("--trusted-ca-file={}", path(ca)));
+        }
+        s.spawn();
+        s
+    }
+
+    /// `127.0.0.1:PORT`, the TLS client endpoint (after `start_tls`).
+    pub fn tls_endpoint(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("127.0.0.1:{port}")
     }
 
     fn start_with(v2: bool) -> EtcdServer {
@@ -65,6 +99,7 @@ impl EtcdServer {
             dir,
             v2,
             extra: Vec::new(),
+            tls_port: None,
             child: None,
         }
     }
@@ -85,7 +120,10 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let mut client = format!("http://127.0.0.1:{}", self.client_port);
+        if let Some(port) = self.tls_port {
+            client = format!("https://127.0.0.1:{port},{client}");
+        }
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(BINARY);
         cmd.arg("--name")
