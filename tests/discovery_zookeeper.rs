@@ -360,6 +360,46 @@ async fn digest_credentials_read_a_protected_directory() {
     authed.close().await;
 }
 
+/// The digest is sent again when the client reconnects to its session after a server
+/// restart: the protected directory is still readable, and changes made after it are seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_credentials_survive_a_server_restart() {
+    let mut server = ZooKeeperServer::start_with(Duration::from_secs(20));
+    let w = writer_as(&server, Some("codis:s3cret")).await;
+    let (a, b) = ("10.0.9.1:19000", "10.0.9.2:19000");
+    put(&w, "/jodis", b"").await;
+    put_private(&w, "/jodis/demo", b"").await;
+    put_private(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put_private(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    drop(w);
+    let m = Faulty::new();
+    let log = Log::default();
+    let pool = pool(
+        &m,
+        survives_restarts(&server).digest("codis", "s3cret"),
+        &log,
+        4,
+    );
+    converge(&pool, &[a, b], &log).await;
+
+    server.stop();
+    until("the lost connection is reported", || {
+        log.count("connection lost") >= 1
+    })
+    .await;
+    server.restart();
+    let w = writer_as(&server, Some("codis:s3cret")).await;
+    put_private(&w, "/jodis/demo/proxy-b", &proxy(b, "offline")).await;
+    converge(&pool, &[a], &log).await;
+    assert!(
+        log.count("session expired") == 0,
+        "the session survived the restart:\n{}",
+        log.dump()
+    );
+    assert_eq!(log.count("not authorized"), 0, "{}", log.dump());
+    pool.close().await;
+}
+
 // ---- Codis 2.x ----------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
