@@ -3,8 +3,10 @@
 //! `/jodis/<product>` registrations). It can be killed (`kill -9`), stopped gracefully, frozen
 //! (`SIGSTOP`) and restarted on the same ports and data dir; it is killed on drop.
 //!
-//! Also a tiny v2 HTTP client (`put_v2`, `delete_v2`) and the process helpers. std only (every
-//! test that uses `mod support;` compiles this file).
+//! Also a tiny v2 HTTP client (`put_v2`, `delete_v2`, the v2 authentication set-up) and the
+//! process helpers. std only, besides the `base64` dev-dependency for Basic credentials (every
+//! test that uses `mod support;` compiles this file). `start_tls` adds a TLS client listener
+//! beside the plain one, which the helpers keep using.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
