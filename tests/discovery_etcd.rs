@@ -1,13 +1,15 @@
 //! `Etcd` discovery against a real etcd 3.4 (Debian's `etcd-server`) on 127.0.0.1: the v3
 //! prefix watch and Codis 3's v2 `/jodis/<product>` directory. Proxies register, go offline,
 //! are deleted, are added, carry malformed data; etcd is killed, stopped, frozen and
-//! restarted; the v3 history is compacted while the watcher is cut off. Every assertion is on
-//! the pool (`status().backends`, per-backend dial counts of a no-I/O manager), polled with a
-//! generous deadline.
+//! restarted; the v3 history is compacted while the watcher is cut off; authentication is on
+//! (v3 users and roles, v2 Basic), and with feature `etcd-tls` the client port speaks TLS and
+//! asks for client certificates. Every assertion is on the pool (`status().backends`,
+//! per-backend dial counts of a no-I/O manager), polled with a generous deadline.
 //!
 //! Run: `cargo test --features etcd --test discovery_etcd` (needs `etcd` on PATH and `protoc`
-//! to build). Convergence figures: `cargo test --release --features etcd --test
-//! discovery_etcd -- --ignored --nocapture measure_convergence`.
+//! to build; `--features etcd-tls` adds the TLS tests). Convergence figures: `cargo test
+//! --release --features etcd --test discovery_etcd -- --ignored --nocapture
+//! measure_convergence`.
 #![cfg(feature = "etcd")]
 
 mod support;
