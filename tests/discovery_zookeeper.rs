@@ -1,7 +1,8 @@
 //! `discovery::ZooKeeper` against a real ZooKeeper 3.8 (Debian's `zookeeper` package), started
 //! by `support::zookeeper_server` on 127.0.0.1 and a random port: the Codis 3.x, Codis 2.x and
 //! generic layouts; proxies registering, going offline, being deleted and added; malformed
-//! data; a server restart; a session expiry; two pools side by side; close.
+//! data; a server restart; a session expiry; two pools side by side; close; a directory only a
+//! digest identity may read.
 //!
 //! The pool dials through `Faulty` (no I/O), so the discovered addresses need not exist. Every
 //! assertion polls the pool's status or the manager's counts with a generous deadline.
