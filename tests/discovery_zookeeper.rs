@@ -78,6 +78,14 @@ async fn put_private(client: &zk::Client, path: &str, data: &[u8]) {
     }
 }
 
+/// Codis 3's `/jodis/demo` with proxies `a` and `b` online, readable by `w`'s identity alone.
+async fn protected_demo(w: &zk::Client, a: &str, b: &str) {
+    put(w, "/jodis", b"").await;
+    put_private(w, "/jodis/demo", b"").await;
+    put_private(w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+    put_private(w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+}
+
 async fn delete(client: &zk::Client, path: &str) {
     client.delete(path, None).await.expect("delete");
 }
@@ -290,10 +298,7 @@ async fn digest_credentials_read_a_protected_directory() {
     let server = ZooKeeperServer::start();
     let w = writer_as(&server, Some("codis:s3:cret")).await;
     let (a, b) = ("10.0.0.1:19000", "10.0.0.2:19000");
-    put(&w, "/jodis", b"").await;
-    put_private(&w, "/jodis/demo", b"").await;
-    put_private(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
-    put_private(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    protected_demo(&w, a, b).await;
     // The ACLs are in force: an anonymous session is refused.
     let anonymous = writer(&server).await;
     assert!(
@@ -368,10 +373,7 @@ async fn digest_credentials_survive_a_server_restart() {
     let mut server = ZooKeeperServer::start_with(Duration::from_secs(20));
     let w = writer_as(&server, Some("codis:s3cret")).await;
     let (a, b) = ("10.0.9.1:19000", "10.0.9.2:19000");
-    put(&w, "/jodis", b"").await;
-    put_private(&w, "/jodis/demo", b"").await;
-    put_private(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
-    put_private(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+    protected_demo(&w, a, b).await;
     drop(w);
     let m = Faulty::new();
     let log = Log::default();
