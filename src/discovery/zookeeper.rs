@@ -350,17 +350,14 @@ impl ZooKeeper {
         &self.connect
     }
 
-    /// Opens one session, bounded by `connect_timeout`.
-    async fn open(&self) -> Result<zk::Client, String> {
+    /// Opens one session, bounded by `connect_timeout`, authenticated with `digest`
+    /// (`user:password`) if given.
+    async fn open(&self, digest: Option<&[u8]>) -> Result<zk::Client, String> {
         let mut connector = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
             .with_fail_eagerly();
-        if let Some(d) = &self.digest {
-            // Checked in `run` before any session is opened.
-            let auth = d
-                .auth()
-                .map_err(|e| format!("zookeeper {}: {e}", self.connect))?;
-            connector = connector.with_auth("digest", &auth);
+        if let Some(auth) = digest {
+            connector = connector.with_auth("digest", auth);
         }
         match tokio::time::timeout(self.connect_timeout, connector.connect(&self.connect)).await {
             Ok(Ok(client)) => Ok(client),
@@ -719,9 +716,11 @@ impl Discovery for ZooKeeper {
         if let Err(e) = check_path(&self.path) {
             return Err(DiscoveryError::new(format!("zookeeper: {e}")));
         }
-        if let Some(Err(e)) = self.digest.as_ref().map(Digest::auth) {
-            return Err(DiscoveryError::new(format!("zookeeper: {e}")));
-        }
+        // Checked once, before any session is opened; every session sends the same bytes.
+        let digest = match self.digest.as_ref().map(Digest::auth).transpose() {
+            Ok(d) => d,
+            Err(e) => return Err(DiscoveryError::new(format!("zookeeper: {e}"))),
+        };
         let mut cache = Cache::default();
         let mut published: Option<Vec<Backend>> = None;
         let mut failures: u32 = 0;
@@ -730,7 +729,7 @@ impl Discovery for ZooKeeper {
                 return Ok(());
             }
             let opened = tokio::select! {
-                r = self.open() => r,
+                r = self.open(digest.as_deref()) => r,
                 () = updates.closed() => return Ok(()),
             };
             match opened {
@@ -1236,7 +1235,7 @@ mod tests {
             "[::1",
         ] {
             let zk = ZooKeeper::codis3(connect, "p").connect_timeout(Duration::from_millis(300));
-            assert!(zk.open().await.is_err(), "{connect:?}");
+            assert!(zk.open(None).await.is_err(), "{connect:?}");
         }
     }
 
