@@ -242,38 +242,32 @@ impl EtcdServer {
     /// v2 API: sets `key` to `value`, expiring after `ttl` seconds if given (as codis-proxy
     /// registers itself).
     pub fn put_v2_ttl(&self, key: &str, value: &str, ttl: Option<u64>) {
-        let mut body = format!("value={}", form_encode(value));
-        if let Some(t) = ttl {
-            body.push_str(&format!("&ttl={t}"));
-        }
-        let (status, text) = http(
-            self.client_port,
-            "PUT",
-            &format!("/v2/keys{key}"),
-            Some(&body),
-        )
-        .unwrap_or_else(|e| panic!("v2 PUT {key}: {e}"));
-        assert!(
-            status == 200 || status == 201,
-            "v2 PUT {key}: {status} {text}"
-        );
+        self.put_v2_with(key, value, ttl, None)
     }
 
     /// v2 API, as `root` with `root_password` (once v2 authentication is on): sets `key`.
     pub fn put_v2_as_root(&self, root_password: &str, key: &str, value: &str) {
-        let body = format!("value={}", form_encode(value));
+        self.put_v2_with(key, value, None, Some(("root", root_password)))
+    }
+
+    /// v2 API: sets `key` to `value`, with a `ttl` and as `user` (name, password) if given.
+    fn put_v2_with(&self, key: &str, value: &str, ttl: Option<u64>, user: Option<(&str, &str)>) {
+        let mut body = format!("value={}", form_encode(value));
+        if let Some(t) = ttl {
+            body.push_str(&format!("&ttl={t}"));
+        }
         let form = Some(("application/x-www-form-urlencoded", body.as_str()));
         let (status, text) = http_as(
             self.client_port,
             "PUT",
             &format!("/v2/keys{key}"),
             form,
-            Some(("root", root_password)),
+            user,
         )
-        .unwrap_or_else(|e| panic!("v2 PUT {key} as root: {e}"));
+        .unwrap_or_else(|e| panic!("v2 PUT {key}: {e}"));
         assert!(
             status == 200 || status == 201,
-            "v2 PUT {key} as root: {status} {text}"
+            "v2 PUT {key}: {status} {text}"
         );
     }
 
