@@ -1003,10 +1003,53 @@ async fn codis3_busy_store_elsewhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_registry_and_discovery() {
     let etcd = EtcdServer::start();
-    let mut reg = demo_etcd::Registry::register(&etcd.endpoint(), "/demo", &[A.into(), B.into()])
+    demo_follows(&etcd.endpoint(), &demo_etcd::Access::default()).await;
+}
+
+/// The demo's `--auth` on an etcd with users: its registry writes and its discovery reads as
+/// one user whose role covers `/demo/` alone. A wrong password is refused to the registry,
+/// and a discovery without credentials lists nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_registry_and_discovery_with_credentials() {
+    let etcd = EtcdServer::start();
+    let ep = etcd.endpoint();
+    let access = demo_user(&ep).await;
+    demo_follows(&ep, &access).await;
+    let wrong = demo_etcd::Access {
+        auth: Some(("demo".into(), "wrong".into())),
+        ..demo_etcd::Access::default()
+    };
+    match demo_etcd::Registry::register(&ep, "/demo", &[A.into()], &wrong).await {
+        Ok(_) => panic!("a wrong password registered"),
+        Err(e) => assert!(e.contains("authentication failed"), "{e}"),
+    }
+    let anonymous = demo_etcd::discovery(&ep, "/demo/", &demo_etcd::Access::default());
+    refused_with(fast(anonymous), "user name is empty").await;
+}
+
+/// A user `demo` (password `pa:ss`) allowed to read and write under `/demo/`, and etcd's
+/// authentication switched on; the demo's access as that user.
+async fn demo_user(ep: &str) -> demo_etcd::Access {
+    let mut admin = etcd_client::Client::connect([ep], None).await.unwrap();
+    admin.role_add("demo-rw").await.unwrap();
+    let rw = etcd_client::Permission::read_write("/demo/").with_prefix();
+    admin.role_grant_permission("demo-rw", rw).await.unwrap();
+    admin.user_add("demo", "pa:ss", None).await.unwrap();
+    admin.user_grant_role("demo", "demo-rw").await.unwrap();
+    enable_v3_auth(&mut admin).await;
+    demo_etcd::Access {
+        auth: Some(("demo".into(), "pa:ss".into())),
+        ..demo_etcd::Access::default()
+    }
+}
+
+/// The demo's registry and discovery, both reaching `ep` as `access` says: the discovery
+/// follows each change the registry makes, with no discovery error.
+async fn demo_follows(ep: &str, access: &demo_etcd::Access) {
+    let mut reg = demo_etcd::Registry::register(ep, "/demo", &[A.into(), B.into()], access)
         .await
         .unwrap();
-    let (pool, _m, _seen) = pool_with(demo_etcd::discovery(&etcd.endpoint(), "/demo/"));
+    let (pool, _m, seen) = pool_with(demo_etcd::discovery(ep, "/demo/", access));
     until_listed(&pool, &[A, B]).await;
     reg.set_online(A, false).await.unwrap();
     until_listed(&pool, &[B]).await;
@@ -1015,6 +1058,8 @@ async fn demo_registry_and_discovery() {
     reg.remove(B).await.unwrap();
     until_listed(&pool, &[C]).await;
     assert!(reg.remove(B).await.is_err());
+    assert_eq!(seen.errors_with(""), 0, "{:?}", seen.errors);
+    pool.close().await;
 }
 
 // ---- measurements -----------------------------------------------------------------------------
@@ -1417,6 +1462,27 @@ mod tls {
         refused_with(with_tls, "but TLS is set").await;
         pool3.close().await;
         pool2.close().await;
+    }
+
+    /// The demo's `--etcd-ca`, `--etcd-cert`/`--etcd-key` and `--auth` together, on a member
+    /// that asks for client certificates: its registry and its discovery both reach etcd
+    /// through TLS as the same user. Without the client certificate the registry is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn demo_registry_and_discovery_over_tls() {
+        let certs = Certs::new("demo");
+        let etcd = start(&certs, true);
+        let mut access = demo_user(&etcd.endpoint()).await;
+        access.ca_pem = Some(certs.ca.clone().into_bytes());
+        let no_identity = access.clone();
+        access.identity = Some((
+            certs.client_cert.clone().into_bytes(),
+            certs.client_key.clone().into_bytes(),
+        ));
+        demo_follows(&etcd.tls_endpoint(), &access).await;
+        let refused =
+            demo_etcd::Registry::register(&etcd.tls_endpoint(), "/demo", &[A.into()], &no_identity)
+                .await;
+        assert!(refused.is_err(), "registered without a client certificate");
     }
 
     /// Members reached by a name their certificate does not carry: refused, unless

@@ -2,13 +2,17 @@
 //! by `support::zookeeper_server` on 127.0.0.1 and a random port: the Codis 3.x, Codis 2.x and
 //! generic layouts; proxies registering, going offline, being deleted and added; malformed
 //! data; a server restart; a session expiry; two pools side by side; close; a directory only a
-//! digest identity may read.
+//! digest identity may read; the demo's registry and discovery, open and with `--auth`.
 //!
 //! The pool dials through `Faulty` (no I/O), so the discovered addresses need not exist. Every
 //! assertion polls the pool's status or the manager's counts with a generous deadline.
 #![cfg(feature = "zookeeper")]
 
 mod support;
+
+/// The demo's `--zk` module, compiled and exercised here.
+#[path = "../examples/demo/zookeeper.rs"]
+mod demo_zk;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -364,6 +368,63 @@ async fn digest_credentials_read_a_protected_directory() {
         bad.close().await;
     }
     authed.close().await;
+}
+
+/// The demo's `--zk` helpers: its discovery follows what its registry writes, as anyone and,
+/// with `--auth`, as a digest identity whose nodes an anonymous session cannot read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_registry_and_discovery() {
+    let server = ZooKeeperServer::start();
+    let (a, b, c) = ("10.0.0.1:19000", "10.0.0.2:19000", "10.0.0.3:19000");
+    for (product, auth) in [
+        ("open", None),
+        ("private", Some(("demo".to_owned(), "pa:ss".to_owned()))),
+    ] {
+        let auth = auth.as_ref();
+        let mut reg =
+            demo_zk::Registry::register(&server.addr(), product, &[a.into(), b.into()], auth)
+                .await
+                .unwrap();
+        let m = Faulty::new();
+        let log = Log::default();
+        let p = pool(
+            &m,
+            demo_zk::discovery(&server.addr(), product, auth),
+            &log,
+            4,
+        );
+        converge(&p, &[a, b], &log).await;
+        reg.set_online(a, false).await.unwrap();
+        converge(&p, &[b], &log).await;
+        reg.add(c).await.unwrap();
+        converge(&p, &[b, c], &log).await;
+        reg.remove(b).await.unwrap();
+        converge(&p, &[c], &log).await;
+        assert!(reg.remove(b).await.is_err());
+        assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+        let dir = format!("/jodis/{product}");
+        let node = format!("{dir}/proxy-demo-2");
+        let anonymous = writer(&server).await;
+        let read = anonymous.get_data(&node).await.map(|_| ());
+        if auth.is_some() {
+            assert!(matches!(read, Err(zk::Error::NoAuth)), "{node}: {read:?}");
+            let unauthed = pool(
+                &m,
+                demo_zk::discovery(&server.addr(), product, None),
+                &log,
+                4,
+            );
+            until("the refusal is reported", || {
+                log.count(&format!("listing {dir}: not authorized")) > 0
+            })
+            .await;
+            assert!(addrs(&unauthed).is_empty(), "{:?}", unauthed.status());
+            unauthed.close().await;
+        } else {
+            assert_eq!(read, Ok(()), "{node}");
+        }
+        p.close().await;
+    }
 }
 
 /// The digest is sent again when the client reconnects to its session after a server

@@ -10,7 +10,10 @@
 //! `--redis` [`--redis-addr HOST:PORT`]... (feature `redis`): real Redis servers, SET + GET;
 //! `--zk HOST:PORT --codis-product NAME` (feature `zookeeper`) or `--etcd HOST:PORT --prefix P`
 //! (feature `etcd`): the backends are registered there and the pool follows them, so the
-//! half-way swap goes through the coordination service.
+//! half-way swap goes through the coordination service. `--auth USER:PASSWORD` (Codis'
+//! `coordinator_auth`) logs both the registry and the pool in to the coordination service
+//! (ZooKeeper's digest scheme, or an etcd user); `--etcd-ca FILE [--etcd-cert FILE --etcd-key
+//! FILE] [--etcd-domain NAME]` (feature `etcd-tls`) reaches etcd over TLS.
 
 mod backend;
 #[cfg(feature = "etcd")]
@@ -110,11 +113,20 @@ struct Args {
     codis_product: Option<String>,
     etcd: Option<String>,
     prefix: Option<String>,
+    /// `--auth USER:PASSWORD`, split at the first `:`.
+    auth: Option<(String, String)>,
+    /// `--etcd-ca`, `--etcd-cert`, `--etcd-key`, `--etcd-domain`: file paths, then the name.
+    etcd_ca: Option<String>,
+    etcd_cert: Option<String>,
+    etcd_key: Option<String>,
+    etcd_domain: Option<String>,
 }
 
 const USAGE: &str = "usage: demo [--duration SECS] [--tasks N] [--pool N] [--backends N]
             [--redis [--redis-addr HOST:PORT]...]
-            [--zk HOST:PORT --codis-product NAME | --etcd HOST:PORT --prefix P]";
+            [--zk HOST:PORT --codis-product NAME | --etcd HOST:PORT --prefix P]
+            [--auth USER:PASSWORD]
+            [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE] [--etcd-domain NAME]]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -150,6 +162,11 @@ fn parse_args() -> Result<Args, String> {
             "--codis-product" => a.codis_product = Some(value("--codis-product")?),
             "--etcd" => a.etcd = Some(value("--etcd")?),
             "--prefix" => a.prefix = Some(value("--prefix")?),
+            "--auth" => a.auth = Some(user_password(&value("--auth")?)?),
+            "--etcd-ca" => a.etcd_ca = Some(value("--etcd-ca")?),
+            "--etcd-cert" => a.etcd_cert = Some(value("--etcd-cert")?),
+            "--etcd-key" => a.etcd_key = Some(value("--etcd-key")?),
+            "--etcd-domain" => a.etcd_domain = Some(value("--etcd-domain")?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -169,15 +186,31 @@ fn parse_args() -> Result<Args, String> {
     if a.zk.is_some() && a.etcd.is_some() {
         return Err("choose one of --zk and --etcd".into());
     }
+    if a.auth.is_some() && a.zk.is_none() && a.etcd.is_none() {
+        return Err("--auth needs --zk or --etcd".into());
+    }
+    let tls = a.etcd_ca.is_some();
+    if (tls || a.etcd_cert.is_some() || a.etcd_key.is_some() || a.etcd_domain.is_some())
+        && !(tls && a.etcd.is_some())
+    {
+        return Err("--etcd-cert, --etcd-key and --etcd-domain need --etcd-ca, \
+                    and --etcd-ca needs --etcd"
+            .into());
+    }
+    if a.etcd_cert.is_some() != a.etcd_key.is_some() {
+        return Err("--etcd-cert and --etcd-key go together".into());
+    }
     for (on, feature) in [
         (a.redis, "redis"),
         (a.zk.is_some(), "zookeeper"),
         (a.etcd.is_some(), "etcd"),
+        (tls, "etcd-tls"),
     ] {
         let built = match feature {
             "redis" => cfg!(feature = "redis"),
             "zookeeper" => cfg!(feature = "zookeeper"),
-            _ => cfg!(feature = "etcd"),
+            "etcd" => cfg!(feature = "etcd"),
+            _ => cfg!(feature = "etcd-tls"),
         };
         if on && !built {
             return Err(format!(
@@ -187,6 +220,32 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
+}
+
+/// `--auth`'s `USER:PASSWORD`, split at the first `:` (the password may hold more).
+fn user_password(v: &str) -> Result<(String, String), String> {
+    match v.split_once(':') {
+        Some((user, password)) if !user.is_empty() => Ok((user.to_owned(), password.to_owned())),
+        _ => Err("--auth takes USER:PASSWORD, with a user name before the first ':'".into()),
+    }
+}
+
+/// The etcd access `args` asks for, with the PEM files read (an unreadable one is named).
+#[cfg(feature = "etcd")]
+fn etcd_access(args: &Args) -> Result<etcd::Access, String> {
+    let read = |flag: &str, path: &Option<String>| -> Result<Option<Vec<u8>>, String> {
+        path.as_ref()
+            .map(|p| std::fs::read(p).map_err(|e| format!("{flag} {p}: {e}")))
+            .transpose()
+    };
+    let cert = read("--etcd-cert", &args.etcd_cert)?;
+    let key = read("--etcd-key", &args.etcd_key)?;
+    Ok(etcd::Access {
+        auth: args.auth.clone(),
+        ca_pem: read("--etcd-ca", &args.etcd_ca)?,
+        identity: cert.zip(key),
+        domain: args.etcd_domain.clone(),
+    })
 }
 
 #[tokio::main]
@@ -295,9 +354,10 @@ async fn run<M: Workload, S: Server>(
         #[cfg(feature = "zookeeper")]
         {
             let product = args.codis_product.as_deref().unwrap_or_default();
-            let r = zookeeper::Registry::register(_zk, product, &initial).await?;
+            let auth = args.auth.as_ref();
+            let r = zookeeper::Registry::register(_zk, product, &initial, auth).await?;
             (
-                builder.discovery(zookeeper::discovery(_zk, product)),
+                builder.discovery(zookeeper::discovery(_zk, product, auth)),
                 Source::ZooKeeper(Box::new(r)),
                 format!("ZooKeeper {_zk} /jodis/{product}"),
             )
@@ -308,9 +368,10 @@ async fn run<M: Workload, S: Server>(
         #[cfg(feature = "etcd")]
         {
             let prefix = args.prefix.as_deref().unwrap_or_default();
-            let r = etcd::Registry::register(_etcd, prefix, &initial).await?;
+            let access = etcd_access(args)?;
+            let r = etcd::Registry::register(_etcd, prefix, &initial, &access).await?;
             (
-                builder.discovery(etcd::discovery(_etcd, prefix)),
+                builder.discovery(etcd::discovery(_etcd, prefix, &access)),
                 Source::Etcd(Box::new(r)),
                 format!("etcd {_etcd} {prefix}"),
             )

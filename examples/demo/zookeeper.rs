@@ -7,6 +7,10 @@
 //! them there as Codis does (ephemeral nodes), and [`Registry::add`], [`Registry::set_online`] and
 //! [`Registry::remove`] change them, so the pool follows its watches.
 //!
+//! `--auth USER:PASSWORD` (Codis' `coordinator_auth`) makes both use ZooKeeper's `digest`
+//! scheme: the registry's nodes are then readable by that identity alone (`creator_all`), as
+//! a protected Codis coordinator's are, and the discovery reads them with the same identity.
+//!
 //! Needs `--features zookeeper`
 //! (`cargo run --release --example demo --features zookeeper -- --zk 127.0.0.1:2181 --codis-product demo`).
 #![cfg(feature = "zookeeper")]
@@ -17,9 +21,14 @@ use std::time::Duration;
 use connpool::discovery::ZooKeeper;
 use zookeeper_client as zk;
 
-/// The discovery for `--zk CONNECT --codis-product PRODUCT`: Codis 3.x's `/jodis/<product>`.
-pub fn discovery(connect: &str, product: &str) -> ZooKeeper {
-    ZooKeeper::codis3(connect, product).resync_interval(Duration::from_secs(10))
+/// The discovery for `--zk CONNECT --codis-product PRODUCT`: Codis 3.x's `/jodis/<product>`,
+/// read as `auth`'s digest identity if given.
+pub fn discovery(connect: &str, product: &str, auth: Option<&(String, String)>) -> ZooKeeper {
+    let d = ZooKeeper::codis3(connect, product).resync_interval(Duration::from_secs(10));
+    match auth {
+        Some((user, password)) => d.digest(user, password),
+        None => d,
+    }
 }
 
 /// The demo's own backends, registered in ZooKeeper the way codis-proxy registers itself.
@@ -30,13 +39,27 @@ pub struct Registry {
     nodes: HashMap<String, String>,
     /// Suffix of the next node's name.
     next: usize,
+    /// The ACL of the product's directory and nodes.
+    acls: zk::Acls<'static>,
 }
 
 impl Registry {
     /// Connects and registers each address as `/jodis/<product>/proxy-demo-<i>` (ephemeral:
-    /// they vanish when the demo exits).
-    pub async fn register(connect: &str, product: &str, addrs: &[String]) -> Result<Self, String> {
-        let client = zk::Client::connect(connect)
+    /// they vanish when the demo exits). With `auth`, as that digest identity, and the product's
+    /// directory and nodes are created readable by it alone (`/jodis` stays open to all, as
+    /// Codis leaves it; a product directory that exists already keeps its ACL).
+    pub async fn register(
+        connect: &str,
+        product: &str,
+        addrs: &[String],
+        auth: Option<&(String, String)>,
+    ) -> Result<Self, String> {
+        let mut connector = zk::Client::connector();
+        if let Some((user, password)) = auth {
+            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+        }
+        let client = connector
+            .connect(connect)
             .await
             .map_err(|e| format!("zookeeper {connect}: {e}"))?;
         let mut r = Registry {
@@ -44,12 +67,25 @@ impl Registry {
             dir: format!("/jodis/{product}"),
             nodes: HashMap::new(),
             next: 0,
+            acls: if auth.is_some() {
+                zk::Acls::creator_all()
+            } else {
+                zk::Acls::anyone_all()
+            },
         };
-        let dir_opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let open = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
         r.client
-            .mkdir(&r.dir, &dir_opts)
+            .mkdir("/jodis", &open)
             .await
-            .map_err(|e| format!("mkdir {}: {e}", r.dir))?;
+            .map_err(|e| format!("mkdir /jodis: {e}"))?;
+        match r
+            .client
+            .create(&r.dir, &[], &zk::CreateMode::Persistent.with_acls(r.acls))
+            .await
+        {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => return Err(format!("create {}: {e}", r.dir)),
+        }
         for addr in addrs {
             r.add(addr).await?;
         }
@@ -60,7 +96,7 @@ impl Registry {
     pub async fn add(&mut self, addr: &str) -> Result<(), String> {
         let path = format!("{}/proxy-demo-{}", self.dir, self.next);
         self.next += 1;
-        let opts = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+        let opts = zk::CreateMode::Ephemeral.with_acls(self.acls);
         self.client
             .create(&path, &node_json(addr, true), &opts)
             .await
