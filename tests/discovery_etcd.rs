@@ -1314,76 +1314,12 @@ async fn measure_convergence() {
 #[cfg(feature = "etcd-tls")]
 mod tls {
     use super::*;
-    use std::path::PathBuf;
-    use support::etcd_server::TlsFiles;
+    use support::certs::{Certs, TlsFiles};
 
-    /// A CA, a server certificate for `127.0.0.1` and `etcd.test` that it signed, and a client
-    /// certificate it signed; PEM in memory and the server's files on disk.
-    struct Certs {
-        ca: String,
-        client_cert: String,
-        client_key: String,
-        dir: PathBuf,
-    }
-
-    impl Certs {
-        fn new(name: &str) -> Certs {
-            use rcgen::{
-                BasicConstraints, CertificateParams, CertifiedIssuer, DnType,
-                ExtendedKeyUsagePurpose, IsCa, KeyPair,
-            };
-            let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            ca_params
-                .distinguished_name
-                .push(DnType::CommonName, format!("connpool test CA {name}"));
-            let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-            let leaf = |sans: Vec<String>, purpose| {
-                let key = KeyPair::generate().unwrap();
-                let mut params = CertificateParams::new(sans).unwrap();
-                params.extended_key_usages = vec![purpose];
-                let cert = params.signed_by(&key, &ca).unwrap();
-                (cert.pem(), key.serialize_pem())
-            };
-            let (server_cert, server_key) = leaf(
-                vec!["127.0.0.1".into(), "etcd.test".into()],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            );
-            let (client_cert, client_key) =
-                leaf(vec!["connpool".into()], ExtendedKeyUsagePurpose::ClientAuth);
-            let dir = std::env::temp_dir()
-                .join(format!("connpool-etcd-certs-{}-{name}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-            std::fs::write(dir.join("server.pem"), server_cert).unwrap();
-            std::fs::write(dir.join("server-key.pem"), server_key).unwrap();
-            Certs {
-                ca: ca.pem(),
-                client_cert,
-                client_key,
-                dir,
-            }
-        }
-
-        fn files(&self, client_auth: bool) -> (PathBuf, PathBuf, Option<PathBuf>) {
-            (
-                self.dir.join("server.pem"),
-                self.dir.join("server-key.pem"),
-                client_auth.then(|| self.dir.join("ca.pem")),
-            )
-        }
-
-        /// `d` with this CA trusted and this client certificate presented.
-        fn trusted(&self, d: Etcd) -> Etcd {
-            d.tls(self.ca.as_bytes())
-                .tls_identity(self.client_cert.as_bytes(), self.client_key.as_bytes())
-        }
-    }
-
-    impl Drop for Certs {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+    /// `d` with the CA of `certs` trusted and its client certificate presented.
+    fn trusted(certs: &Certs, d: Etcd) -> Etcd {
+        d.tls(certs.ca.as_bytes())
+            .tls_identity(certs.client_cert.as_bytes(), certs.client_key.as_bytes())
     }
 
     fn start(certs: &Certs, client_auth: bool) -> EtcdServer {
@@ -1411,13 +1347,13 @@ mod tls {
         w.put("/svc/redis/proxy-1", &codis(A, "online")).await;
         etcd.put_v2("/jodis/demo/proxy-a", &codis(A, "online"));
 
-        let v3 = certs.trusted(fast(Etcd::prefix(
-            &[&format!("https://{tls_ep}")],
-            "/svc/redis/",
-        )));
+        let v3 = trusted(
+            &certs,
+            fast(Etcd::prefix(&[&format!("https://{tls_ep}")], "/svc/redis/")),
+        );
         assert!(!format!("{v3:?}").contains("PRIVATE KEY"), "{v3:?}");
         let (pool3, m3, seen3) = pool_with(v3);
-        let v2 = certs.trusted(fast(Etcd::codis3(&[&tls_ep], "demo")));
+        let v2 = trusted(&certs, fast(Etcd::codis3(&[&tls_ep], "demo")));
         let (pool2, m2, seen2) = pool_with(v2);
         until_listed(&pool3, &[A]).await;
         until_listed(&pool2, &[A]).await;
@@ -1448,8 +1384,8 @@ mod tls {
         // Another CA: the member's certificate does not verify.
         let other = Certs::new("other");
         for d in [
-            other.trusted(fast(Etcd::prefix(&[&tls_ep], "/svc/redis/"))),
-            other.trusted(fast(Etcd::codis3(&[&tls_ep], "demo"))),
+            trusted(&other, fast(Etcd::prefix(&[&tls_ep], "/svc/redis/"))),
+            trusted(&other, fast(Etcd::codis3(&[&tls_ep], "demo"))),
         ] {
             refused_with(d, "UnknownIssuer").await;
         }
@@ -1458,7 +1394,7 @@ mod tls {
         refused_with(fast(Etcd::prefix(&[&https], "/svc/")), "TLS is not set").await;
         refused_with(fast(Etcd::codis3(&[&https], "demo")), "TLS is not set").await;
         let http = format!("http://{tls_ep}");
-        let with_tls = certs.trusted(fast(Etcd::prefix(&[&http], "/svc/")));
+        let with_tls = trusted(&certs, fast(Etcd::prefix(&[&http], "/svc/")));
         refused_with(with_tls, "but TLS is set").await;
         pool3.close().await;
         pool2.close().await;

@@ -29,13 +29,7 @@ pub struct EtcdServer {
     child: Option<Child>,
 }
 
-/// The PEM files of a TLS listener: the server's certificate and key, and (for
-/// `--client-cert-auth`) the CA that client certificates must chain to.
-pub struct TlsFiles<'a> {
-    pub cert: &'a Path,
-    pub key: &'a Path,
-    pub client_ca: Option<&'a Path>,
-}
+pub use super::certs::TlsFiles;
 
 impl EtcdServer {
     /// Starts etcd with the v3 API only (etcd 3.4's default).
