@@ -2,7 +2,9 @@
 //! by `support::zookeeper_server` on 127.0.0.1 and a random port: the Codis 3.x, Codis 2.x and
 //! generic layouts; proxies registering, going offline, being deleted and added; malformed
 //! data; a server restart; a session expiry; two pools side by side; close; a directory only a
-//! digest identity may read; the demo's registry and discovery, open and with `--auth`.
+//! digest identity may read; the demo's registry and discovery, open and with `--auth`; with
+//! feature `zookeeper-tls`, sessions over TLS to a `secureClientPort` that asks for client
+//! certificates, and bad PEM.
 //!
 //! The pool dials through `Faulty` (no I/O), so the discovered addresses need not exist. Every
 //! assertion polls the pool's status or the manager's counts with a generous deadline.
@@ -188,6 +190,26 @@ async fn converge(pool: &Pool<Faulty>, want: &[&str], log: &Log) {
     }
 }
 
+/// A pool following `zk` reports a discovery error containing `needle`, and lists and dials
+/// nothing.
+async fn refused(zk: ZooKeeper, needle: &str) {
+    let m = Faulty::new();
+    let log = Log::default();
+    let p = pool(&m, zk, &log, 4);
+    let deadline = Instant::now() + CONVERGE;
+    while log.count(needle) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no event with {needle:?} within {CONVERGE:?}; events:\n{}",
+            log.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(addrs(&p).is_empty(), "{:?}", p.status());
+    assert_eq!(m.connects(), 0);
+    p.close().await;
+}
+
 async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + CONVERGE;
     while !cond() {
@@ -327,45 +349,28 @@ async fn digest_credentials_read_a_protected_directory() {
     drop(held);
     assert_eq!(log.count("failed:"), 0, "{}", log.dump());
 
-    // No credentials, a wrong password: nothing listed, nothing dialed, the refusal reported.
+    // No credentials, a wrong password: nothing listed, nothing dialed, the refusal reported
+    // (naming the directory).
     for zk in [
         ZooKeeper::codis3(&server.addr(), "demo"),
         ZooKeeper::codis3(&server.addr(), "demo").digest("codis", "wrong"),
     ] {
-        let m = Faulty::new();
-        let log = Log::default();
-        let refused = pool(&m, zk, &log, 4);
-        until("the refusal is reported", || {
-            log.count("failed: zookeeper") > 0
-        })
-        .await;
-        assert!(
-            log.count("listing /jodis/demo: not authorized") > 0,
-            "the error names the directory and the refusal:\n{}",
-            log.dump()
-        );
-        assert!(addrs(&refused).is_empty(), "{:?}", refused.status());
-        assert_eq!(m.connects(), 0);
-        refused.close().await;
+        refused(zk, "listing /jodis/demo: not authorized").await;
     }
 
     // A user name the digest scheme cannot carry: named, and nothing is connected.
-    for (user, why) in [("co:dis", "contains ':'"), ("", "user name is empty")] {
-        let m = Faulty::new();
-        let log = Log::default();
-        let bad = pool(
-            &m,
+    for (user, why) in [
+        (
+            "co:dis",
+            "zookeeper: digest: the user name \"co:dis\" contains ':'",
+        ),
+        ("", "zookeeper: digest: the user name is empty"),
+    ] {
+        refused(
             ZooKeeper::codis3(&server.addr(), "demo").digest(user, "s3:cret"),
-            &log,
-            4,
-        );
-        until("the bad user name is reported", || {
-            log.count("failed: zookeeper: digest") > 0
-        })
+            why,
+        )
         .await;
-        assert!(log.count(why) > 0, "{}", log.dump());
-        assert!(addrs(&bad).is_empty());
-        bad.close().await;
     }
     authed.close().await;
 }
@@ -408,18 +413,8 @@ async fn demo_registry_and_discovery() {
         let read = anonymous.get_data(&node).await.map(|_| ());
         if auth.is_some() {
             assert!(matches!(read, Err(zk::Error::NoAuth)), "{node}: {read:?}");
-            let unauthed = pool(
-                &m,
-                demo_zk::discovery(&server.addr(), product, None),
-                &log,
-                4,
-            );
-            until("the refusal is reported", || {
-                log.count(&format!("listing {dir}: not authorized")) > 0
-            })
-            .await;
-            assert!(addrs(&unauthed).is_empty(), "{:?}", unauthed.status());
-            unauthed.close().await;
+            let anonymous = demo_zk::discovery(&server.addr(), product, None);
+            refused(anonymous, &format!("listing {dir}: not authorized")).await;
         } else {
             assert_eq!(read, Ok(()), "{node}");
         }
@@ -1220,5 +1215,155 @@ async fn convergence_figures() {
             v[v.len() / 2],
             v[v.len() - 1]
         );
+    }
+}
+
+/// Feature `zookeeper-tls`: sessions over TLS to the server's `secureClientPort`.
+#[cfg(feature = "zookeeper-tls")]
+mod tls {
+    use super::*;
+    use support::certs::{Certs, TlsFiles};
+
+    fn start(certs: &Certs, client_auth: bool) -> ZooKeeperServer {
+        let (cert, key, ca) = certs.files(client_auth);
+        ZooKeeperServer::start_tls(&TlsFiles {
+            cert: &cert,
+            key: &key,
+            client_ca: ca.as_deref(),
+        })
+    }
+
+    /// `zk` trusting the CA of `certs` and presenting its client certificate.
+    fn trusted(certs: &Certs, zk: ZooKeeper) -> ZooKeeper {
+        zk.tls(certs.ca.as_bytes())
+            .tls_identity(certs.client_cert.as_bytes(), certs.client_key.as_bytes())
+    }
+
+    /// A server that asks for client certificates (`ssl.clientAuth=need`): listed and
+    /// followed over TLS, with the directory's watches. Without the client certificate,
+    /// trusting another CA, without TLS at all, or with a connect string whose scheme
+    /// disagrees with the setting, nothing is listed or dialed and the error says why.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn codis3_over_tls_with_a_client_certificate() {
+        let certs = Certs::new("zk-mtls");
+        let server = start(&certs, true);
+        let w = writer(&server).await;
+        let (a, b) = ("10.0.0.1:19000", "10.0.0.2:19000");
+        put(&w, "/jodis/demo/proxy-a", &proxy(a, "online")).await;
+
+        let zk = trusted(&certs, ZooKeeper::codis3(&server.tls_addr(), "demo"));
+        let shown = format!("{zk:?}");
+        assert!(
+            !shown.contains("PRIVATE KEY") && shown.contains("tls"),
+            "{shown}"
+        );
+        let m = Faulty::new();
+        let log = Log::default();
+        let p = pool(&m, zk, &log, 4);
+        converge(&p, &[a], &log).await;
+        put(&w, "/jodis/demo/proxy-b", &proxy(b, "online")).await;
+        converge(&p, &[a, b], &log).await;
+        put(&w, "/jodis/demo/proxy-a", &proxy(a, "offline")).await;
+        converge(&p, &[b], &log).await;
+        let held = hold(&p, 1).await;
+        assert_eq!(m.connects_to(b), 1);
+        drop(held);
+        assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+        // An explicit tcp+tls:// scheme is TLS too.
+        let explicit = format!("tcp+tls://{}", server.tls_addr());
+        let (m2, log2) = (Faulty::new(), Log::default());
+        let p2 = pool(
+            &m2,
+            trusted(&certs, ZooKeeper::codis3(&explicit, "demo")),
+            &log2,
+            4,
+        );
+        converge(&p2, &[b], &log2).await;
+        p2.close().await;
+
+        let tls_addr = server.tls_addr();
+        let ca = certs.ca.as_bytes();
+        // No client certificate: the server closes the handshake; no session, and the error
+        // says where to look (zookeeper-client keeps the handshake's reason to itself).
+        let handshake = "cannot open a session: no available hosts (over TLS: no server \
+                         completed the handshake";
+        refused(ZooKeeper::codis3(&tls_addr, "demo").tls(ca), handshake).await;
+        // Another CA: the server's certificate does not verify.
+        let other = Certs::new("zk-other");
+        refused(
+            trusted(&other, ZooKeeper::codis3(&tls_addr, "demo")),
+            handshake,
+        )
+        .await;
+        // Plain TCP to the TLS port: no session either.
+        refused(
+            ZooKeeper::codis3(&tls_addr, "demo"),
+            &format!("zookeeper {tls_addr}: "),
+        )
+        .await;
+        // A scheme that disagrees with the setting: named before anything is connected.
+        let plain = format!("tcp://{tls_addr}");
+        refused(
+            trusted(&certs, ZooKeeper::codis3(&plain, "demo")),
+            "is plain TCP, but TLS is set",
+        )
+        .await;
+        refused(
+            ZooKeeper::codis3(&explicit, "demo"),
+            "asks for TLS, but TLS is not set",
+        )
+        .await;
+        p.close().await;
+    }
+
+    /// Bad PEM is named, and nothing is connected.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bad_pem_is_named() {
+        let certs = Certs::new("zk-pem");
+        let server = start(&certs, false);
+        let addr = server.tls_addr();
+        let ca = certs.ca.as_bytes();
+        let key = certs.client_key.as_bytes();
+        for (zk, why) in [
+            (
+                ZooKeeper::codis3(&addr, "demo").tls(b""),
+                "tls: no CA certificates given",
+            ),
+            (
+                ZooKeeper::codis3(&addr, "demo").tls(b"not a certificate"),
+                "tls: the CA certificates",
+            ),
+            (
+                ZooKeeper::codis3(&addr, "demo").tls(&[0xff, 0xfe]),
+                "tls: the CA certificates are not PEM text",
+            ),
+            (
+                ZooKeeper::codis3(&addr, "demo")
+                    .tls(ca)
+                    .tls_identity(certs.client_cert.as_bytes(), b"no key here"),
+                "tls: the client certificate and key",
+            ),
+            (
+                ZooKeeper::codis3(&addr, "demo")
+                    .tls(ca)
+                    .tls_identity(key, key),
+                "tls: no certificate in the client certificate's PEM",
+            ),
+        ] {
+            refused(zk, why).await;
+        }
+        // Without client certificates asked for, the CA alone is enough.
+        let w = writer(&server).await;
+        put(
+            &w,
+            "/jodis/demo/proxy-c",
+            &proxy("10.0.0.3:19000", "online"),
+        )
+        .await;
+        let (m, log) = (Faulty::new(), Log::default());
+        let p = pool(&m, ZooKeeper::codis3(&addr, "demo").tls(ca), &log, 4);
+        converge(&p, &["10.0.0.3:19000"], &log).await;
+        assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+        p.close().await;
     }
 }

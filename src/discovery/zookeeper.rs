@@ -30,6 +30,10 @@
 //! `Stats::discovery_errors`, fired as `Event::DiscoveryFailed`); nothing is printed. Each
 //! `ZooKeeper` value owns its sessions and caches: pools never share discovery state.
 //!
+//! With feature `zookeeper-tls`, [`ZooKeeper::tls`] makes every session speak TLS to the
+//! servers' `secureClientPort` (zookeeper-client's rustls), verifying the servers against the
+//! CA given and, with [`ZooKeeper::tls_identity`], presenting a client certificate.
+//!
 //! One-shot watches are used rather than a persistent recursive watch: `zookeeper-client`
 //! 0.11 re-sends only the one-shot kinds after a reconnect (its `SetWatches` request carries the
 //! data, exists and child lists), and a persistent watch misses changes made while the client
@@ -137,6 +141,64 @@ pub struct ZooKeeper {
     max_backoff: Duration,
     /// `digest` credentials, `user:password` (never printed).
     digest: Option<Digest>,
+    /// [`ZooKeeper::tls`] and [`ZooKeeper::tls_identity`] (a key is never printed).
+    #[cfg(feature = "zookeeper-tls")]
+    tls: Option<TlsPem>,
+}
+
+/// The PEM given to [`ZooKeeper::tls`] and [`ZooKeeper::tls_identity`].
+#[cfg(feature = "zookeeper-tls")]
+#[derive(Clone, Default)]
+struct TlsPem {
+    /// The certificates that may sign the servers' certificates.
+    ca: Vec<u8>,
+    /// The client certificate chain and its private key.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Checked TLS settings, ready for every session's connector.
+#[cfg(feature = "zookeeper-tls")]
+type Tls = zk::TlsOptions;
+
+/// Without the `zookeeper-tls` feature there is no TLS: nothing of this type exists.
+#[cfg(not(feature = "zookeeper-tls"))]
+enum Tls {}
+
+#[cfg(feature = "zookeeper-tls")]
+impl TlsPem {
+    /// Parses and checks the PEM once, so that a bad certificate or key is reported by what it
+    /// is, before anything is connected.
+    fn prepare(&self) -> Result<Tls, String> {
+        let text = |what: &str, pem: &[u8]| {
+            std::str::from_utf8(pem)
+                .map(str::to_owned)
+                .map_err(|_| format!("tls: {what} are not PEM text"))
+        };
+        if self.ca.is_empty() {
+            return Err("tls: no CA certificates given (ZooKeeper::tls)".into());
+        }
+        let mut options = zk::TlsOptions::new()
+            .with_pem_ca(&text("the CA certificates", &self.ca)?)
+            .map_err(|e| format!("tls: the CA certificates: {e}"))?;
+        if let Some((cert, key)) = &self.identity {
+            let cert = text("the client certificate's", cert)?;
+            if !cert.contains("-----BEGIN CERTIFICATE-----") {
+                return Err("tls: no certificate in the client certificate's PEM".into());
+            }
+            options = options
+                .with_pem_identity(&cert, &text("the client key's", key)?)
+                .map_err(|e| format!("tls: the client certificate and key: {e}"))?;
+        }
+        // zookeeper-client builds its rustls configuration from the process's default crypto
+        // provider. rustls picks one itself only when exactly one is compiled in, and
+        // zookeeper-client's rustls brings aws-lc-rs beside the ring of this crate (and of
+        // etcd-client's tonic): so ring becomes the default unless the process chose one.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Err: another thread installed one meanwhile, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        Ok(options)
+    }
 }
 
 /// ZooKeeper `digest` credentials.
@@ -175,6 +237,8 @@ impl fmt::Debug for ZooKeeper {
             .field("max_reconnect_backoff", &self.max_backoff)
             // The user name only: a password has no place in logs.
             .field("digest_user", &self.digest.as_ref().map(|d| &d.user))
+            // Whether TLS and a client certificate are set; never a key.
+            .field("tls", &self.tls_summary())
             .finish()
     }
 }
@@ -230,6 +294,8 @@ impl ZooKeeper {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             max_backoff: DEFAULT_MAX_BACKOFF,
             digest: None,
+            #[cfg(feature = "zookeeper-tls")]
+            tls: None,
         }
     }
 
@@ -330,6 +396,73 @@ impl ZooKeeper {
         self
     }
 
+    /// Speaks TLS to every server (their `secureClientPort`; ZooKeeper serves it with
+    /// `serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory`), trusting the
+    /// servers' certificates that the certificates in `ca_pem` (PEM, one or more) sign. Each
+    /// server's certificate must name the host it is reached by (an IP address as an IP SAN).
+    /// Servers are then `host:port` or `tcp+tls://host:port` in the connect string. Feature
+    /// `zookeeper-tls` (rustls; ring is made the process's default crypto provider if it has
+    /// none, see `Cargo.toml`).
+    ///
+    /// Bad PEM, or a `tcp://` server in the connect string (plain TCP) with TLS set, or a
+    /// `tcp+tls://` one without it, is reported by [`Discovery::run`] as a discovery error
+    /// saying which, and nothing is connected; a server whose certificate does not verify, or
+    /// that refuses ours, fails the session, reported as a discovery error and retried.
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("/etc/zookeeper/ca.pem").unwrap();
+    /// let zk = connpool::discovery::ZooKeeper::codis3("10.0.0.1:2182", "demo").tls(&ca);
+    /// ```
+    #[cfg(feature = "zookeeper-tls")]
+    #[must_use]
+    pub fn tls(mut self, ca_pem: &[u8]) -> Self {
+        self.tls.get_or_insert_with(TlsPem::default).ca = ca_pem.to_vec();
+        self
+    }
+
+    /// With [`tls`](Self::tls): presents this client certificate chain and private key (PEM;
+    /// PKCS#8, PKCS#1 or SEC1), for servers with `ssl.clientAuth=need` (or `want`) that
+    /// authenticate clients by certificate (`authProvider.x509`). The key is never printed
+    /// ([`fmt::Debug`] says whether one is set).
+    ///
+    /// ```no_run
+    /// let read = |p| std::fs::read(p).unwrap();
+    /// let zk = connpool::discovery::ZooKeeper::codis3("10.0.0.1:2182", "demo")
+    ///     .tls(&read("/etc/zookeeper/ca.pem"))
+    ///     .tls_identity(&read("/etc/zookeeper/client.pem"), &read("/etc/zookeeper/client-key.pem"));
+    /// ```
+    #[cfg(feature = "zookeeper-tls")]
+    #[must_use]
+    pub fn tls_identity(mut self, cert_pem: &[u8], key_pem: &[u8]) -> Self {
+        self.tls.get_or_insert_with(TlsPem::default).identity =
+            Some((cert_pem.to_vec(), key_pem.to_vec()));
+        self
+    }
+
+    /// For `Debug`: the CA PEM's size and whether a client certificate is set, if TLS is.
+    fn tls_summary(&self) -> Option<(usize, bool)> {
+        #[cfg(feature = "zookeeper-tls")]
+        {
+            self.tls
+                .as_ref()
+                .map(|t| (t.ca.len(), t.identity.is_some()))
+        }
+        #[cfg(not(feature = "zookeeper-tls"))]
+        {
+            None
+        }
+    }
+
+    /// The checked TLS settings, if TLS is set; then whether the connect string agrees.
+    fn prepare_tls(&self) -> Result<Option<Tls>, String> {
+        #[cfg(feature = "zookeeper-tls")]
+        let tls = self.tls.as_ref().map(TlsPem::prepare).transpose()?;
+        #[cfg(not(feature = "zookeeper-tls"))]
+        let tls = None;
+        check_schemes(&self.connect, tls.is_some())?;
+        Ok(tls)
+    }
+
     /// The directory followed.
     ///
     /// ```
@@ -351,20 +484,47 @@ impl ZooKeeper {
     }
 
     /// Opens one session, bounded by `connect_timeout`, authenticated with `digest`
-    /// (`user:password`) if given.
-    async fn open(&self, digest: Option<&[u8]>) -> Result<zk::Client, String> {
+    /// (`user:password`) if given, through TLS if `tls` is given.
+    async fn open(&self, digest: Option<&[u8]>, tls: Option<&Tls>) -> Result<zk::Client, String> {
         let mut connector = zk::Client::connector()
             .with_session_timeout(self.session_timeout)
             .with_fail_eagerly();
         if let Some(auth) = digest {
             connector = connector.with_auth("digest", auth);
         }
-        match tokio::time::timeout(self.connect_timeout, connector.connect(&self.connect)).await {
+        let connecting = async {
+            match tls {
+                None => connector.connect(&self.connect).await,
+                #[cfg(feature = "zookeeper-tls")]
+                Some(options) => {
+                    // Servers without a scheme are reached through TLS too.
+                    connector
+                        .with_tls(options.clone())
+                        .secure_connect(&self.connect)
+                        .await
+                }
+                #[cfg(not(feature = "zookeeper-tls"))]
+                Some(never) => match *never {},
+            }
+        };
+        match tokio::time::timeout(self.connect_timeout, connecting).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(e)) => Err(format!(
-                "zookeeper {}: cannot open a session: {e}",
-                self.connect
-            )),
+            Ok(Err(e)) => {
+                // zookeeper-client reports a failed handshake as no host being available, and
+                // keeps the reason to itself: say where to look.
+                let hint = if tls.is_some() && matches!(e, zk::Error::NoHosts) {
+                    " (over TLS: no server completed the handshake; check that their \
+                     certificates are signed by the CA given and name the host they are \
+                     reached by, that a client certificate is given if they ask for one, and \
+                     that the port is their secureClientPort)"
+                } else {
+                    ""
+                };
+                Err(format!(
+                    "zookeeper {}: cannot open a session: {e}{hint}",
+                    self.connect
+                ))
+            }
             Err(_) => Err(format!(
                 "zookeeper {}: no session within {:?}",
                 self.connect, self.connect_timeout
@@ -716,9 +876,14 @@ impl Discovery for ZooKeeper {
         if let Err(e) = check_path(&self.path) {
             return Err(DiscoveryError::new(format!("zookeeper: {e}")));
         }
-        // Checked once, before any session is opened; every session sends the same bytes.
+        // Checked once, before any session is opened; every session sends the same bytes
+        // and uses the same TLS settings.
         let digest = match self.digest.as_ref().map(Digest::auth).transpose() {
             Ok(d) => d,
+            Err(e) => return Err(DiscoveryError::new(format!("zookeeper: {e}"))),
+        };
+        let tls = match self.prepare_tls() {
+            Ok(t) => t,
             Err(e) => return Err(DiscoveryError::new(format!("zookeeper: {e}"))),
         };
         let mut cache = Cache::default();
@@ -729,7 +894,7 @@ impl Discovery for ZooKeeper {
                 return Ok(());
             }
             let opened = tokio::select! {
-                r = self.open(digest.as_deref()) => r,
+                r = self.open(digest.as_deref(), tls.as_ref()) => r,
                 () = updates.closed() => return Ok(()),
             };
             match opened {
@@ -1026,6 +1191,26 @@ fn online_list<'a>(parsed: impl Iterator<Item = &'a Result<NodeData, String>>) -
         .collect()
 }
 
+/// With TLS set every server is reached through TLS, without it through plain TCP: a server
+/// whose scheme in the connect string says otherwise (`tcp://` with TLS set, `tcp+tls://`
+/// without) is refused, rather than left to connect in the clear or to fail every session.
+fn check_schemes(connect: &str, tls: bool) -> Result<(), String> {
+    for server in connect.split(',').map(str::trim) {
+        if tls && server.starts_with("tcp://") {
+            return Err(format!(
+                "{server:?} in the connect string is plain TCP, but TLS is set"
+            ));
+        }
+        if !tls && server.starts_with("tcp+tls://") {
+            return Err(format!(
+                "{server:?} in the connect string asks for TLS, but TLS is not set \
+                 (ZooKeeper::tls, feature zookeeper-tls)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Adds a leading `/`, drops trailing ones (the root stays `/`).
 fn normalize_path(path: &str) -> String {
     let trimmed = path.trim().trim_end_matches('/');
@@ -1092,6 +1277,23 @@ mod tests {
             &Err(Failure::Error("listing".to_owned())),
             false
         ));
+    }
+
+    #[test]
+    fn schemes_must_agree_with_the_tls_setting() {
+        assert_eq!(check_schemes("h1:2181,h2:2181/chroot", false), Ok(()));
+        assert_eq!(
+            check_schemes("h1:2182,tcp+tls://h2:2182/chroot", true),
+            Ok(())
+        );
+        assert_eq!(check_schemes("tcp://h1:2181, h2:2181", false), Ok(()));
+        let plain = check_schemes("h1:2182, tcp://h2:2181", true).unwrap_err();
+        assert!(
+            plain.contains("\"tcp://h2:2181\"") && plain.contains("TLS is set"),
+            "{plain}"
+        );
+        let secure = check_schemes("tcp+tls://h1:2182", false).unwrap_err();
+        assert!(secure.contains("TLS is not set"), "{secure}");
     }
 
     #[test]
@@ -1235,7 +1437,7 @@ mod tests {
             "[::1",
         ] {
             let zk = ZooKeeper::codis3(connect, "p").connect_timeout(Duration::from_millis(300));
-            assert!(zk.open(None).await.is_err(), "{connect:?}");
+            assert!(zk.open(None, None).await.is_err(), "{connect:?}");
         }
     }
 

@@ -8,6 +8,9 @@
 //! Overrides: `$CONNPOOL_JAVA` (the `java` binary), `$CONNPOOL_ZOOKEEPER_JAR`. Missing, the
 //! tests panic saying which Debian packages to install.
 //!
+//! [`ZooKeeperServer::start_tls`] adds a `secureClientPort` (Netty, PEM key and trust stores)
+//! beside the plain port, which readiness checks and the tests' writers keep using.
+//!
 //! `tickTime` is 100 ms, so the negotiated session timeout is at most `max_session` (default
 //! 2 s) and session-expiry tests are quick. No ZooKeeper client here (every test with
 //! `mod support;` compiles this file): readiness is the `ruok` four-letter word.
@@ -18,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use super::certs::TlsFiles;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -32,6 +37,10 @@ pub struct ZooKeeperServer {
     dir: PathBuf,
     child: Option<Child>,
     max_session: Duration,
+    /// The `secureClientPort`, if TLS is on.
+    tls_port: Option<u16>,
+    /// Whether clients must present a certificate (`ssl.clientAuth=need`).
+    client_auth: bool,
 }
 
 impl ZooKeeperServer {
@@ -43,6 +52,17 @@ impl ZooKeeperServer {
     /// Starts a server whose negotiated session timeout is at most `max_session` (at least
     /// 2 × tickTime = 200 ms).
     pub fn start_with(max_session: Duration) -> Self {
+        Self::start_inner(max_session, None)
+    }
+
+    /// Starts a server that also speaks TLS on a second port ([`tls_addr`](Self::tls_addr)),
+    /// with `files`' certificate and key; with `files.client_ca`, clients must present a
+    /// certificate that CA signed.
+    pub fn start_tls(files: &TlsFiles) -> Self {
+        Self::start_inner(Duration::from_secs(2), Some(files))
+    }
+
+    fn start_inner(max_session: Duration, tls: Option<&TlsFiles>) -> Self {
         let mut last = String::new();
         // A free port can be taken between our probe and the server's bind: try a few.
         for _ in 0..5 {
@@ -58,7 +78,23 @@ impl ZooKeeperServer {
                 dir,
                 child: None,
                 max_session,
+                // Another free port than `port` (a probe may hand the same one out twice).
+                tls_port: tls.map(|_| loop {
+                    let p = free_port();
+                    if p != port {
+                        break p;
+                    }
+                }),
+                client_auth: tls.is_some_and(|t| t.client_ca.is_some()),
             };
+            if let Some(files) = tls {
+                // ZooKeeper's PEM key store holds the certificate and its key in one file.
+                let mut bundle = std::fs::read(files.cert).expect("read the server certificate");
+                bundle.extend(std::fs::read(files.key).expect("read the server key"));
+                std::fs::write(s.dir.join("keystore.pem"), bundle).expect("write keystore.pem");
+                let trust = files.client_ca.unwrap_or(files.cert);
+                std::fs::copy(trust, s.dir.join("truststore.pem")).expect("write truststore.pem");
+            }
             s.write_config();
             match s.spawn_and_wait() {
                 Ok(()) => return s,
@@ -71,6 +107,14 @@ impl ZooKeeperServer {
     /// `127.0.0.1:port`, the connect string.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:port` of the TLS port (after [`start_tls`](Self::start_tls)).
+    pub fn tls_addr(&self) -> String {
+        format!(
+            "127.0.0.1:{}",
+            self.tls_port.expect("started with start_tls")
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -170,6 +214,23 @@ impl ZooKeeperServer {
             port = self.port,
             max = self.max_session.as_millis().max(200),
         );
+        let cfg = match self.tls_port {
+            None => cfg,
+            Some(tls_port) => format!(
+                "{cfg}\
+                 serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n\
+                 secureClientPort={tls_port}\n\
+                 secureClientPortAddress=127.0.0.1\n\
+                 ssl.keyStore.location={keystore}\n\
+                 ssl.keyStore.type=PEM\n\
+                 ssl.trustStore.location={truststore}\n\
+                 ssl.trustStore.type=PEM\n\
+                 ssl.clientAuth={auth}\n",
+                keystore = self.dir.join("keystore.pem").display(),
+                truststore = self.dir.join("truststore.pem").display(),
+                auth = if self.client_auth { "need" } else { "none" },
+            ),
+        };
         std::fs::write(self.dir.join("zoo.cfg"), cfg).expect("write zoo.cfg");
     }
 
@@ -184,6 +245,12 @@ impl ZooKeeperServer {
             .unwrap_or(Path::new("/usr/share/java"));
         // A logging binding (the server logs through slf4j), to our log file.
         let mut classpath = jar.clone();
+        if self.tls_port.is_some() {
+            // The Netty server's TLS handler needs netty-codec, which zookeeper.jar's manifest
+            // leaves out (Debian's libnetty-java, a dependency of the package).
+            classpath.push(':');
+            classpath.push_str(&jar_dir.join("netty-codec.jar").to_string_lossy());
+        }
         for binding in ["slf4j-simple.jar", "slf4j-nop.jar"] {
             let p = jar_dir.join(binding);
             if p.exists() {
