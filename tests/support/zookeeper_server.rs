@@ -248,8 +248,15 @@ impl ZooKeeperServer {
         if self.tls_port.is_some() {
             // The Netty server's TLS handler needs netty-codec, which zookeeper.jar's manifest
             // leaves out (Debian's libnetty-java, a dependency of the package).
+            let codec = jar_dir.join("netty-codec.jar");
+            if !codec.exists() {
+                panic!(
+                    "{} not found (ZooKeeper's TLS port needs it): `apt-get install libnetty-java`",
+                    codec.display()
+                );
+            }
             classpath.push(':');
-            classpath.push_str(&jar_dir.join("netty-codec.jar").to_string_lossy());
+            classpath.push_str(&codec.to_string_lossy());
         }
         for binding in ["slf4j-simple.jar", "slf4j-nop.jar"] {
             let p = jar_dir.join(binding);
