@@ -1335,7 +1335,7 @@ mod tls {
             ),
             (
                 ZooKeeper::codis3(&addr, "demo").tls(&[0xff, 0xfe]),
-                "tls: the CA certificates are not PEM text",
+                "tls: the CA certificates' PEM is not UTF-8 text",
             ),
             (
                 ZooKeeper::codis3(&addr, "demo")

@@ -172,13 +172,13 @@ impl TlsPem {
         let text = |what: &str, pem: &[u8]| {
             std::str::from_utf8(pem)
                 .map(str::to_owned)
-                .map_err(|_| format!("tls: {what} are not PEM text"))
+                .map_err(|_| format!("tls: {what} PEM is not UTF-8 text"))
         };
         if self.ca.is_empty() {
             return Err("tls: no CA certificates given (ZooKeeper::tls)".into());
         }
         let mut options = zk::TlsOptions::new()
-            .with_pem_ca(&text("the CA certificates", &self.ca)?)
+            .with_pem_ca(&text("the CA certificates'", &self.ca)?)
             .map_err(|e| format!("tls: the CA certificates: {e}"))?;
         if let Some((cert, key)) = &self.identity {
             let cert = text("the client certificate's", cert)?;
