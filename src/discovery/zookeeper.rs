@@ -453,6 +453,14 @@ impl ZooKeeper {
         }
     }
 
+    /// What every session of a run uses, checked once before any is opened: the path, the
+    /// digest's bytes (if credentials are set) and the TLS settings (if TLS is).
+    fn session_settings(&self) -> Result<(Option<Vec<u8>>, Option<Tls>), String> {
+        check_path(&self.path)?;
+        let digest = self.digest.as_ref().map(Digest::auth).transpose()?;
+        Ok((digest, self.prepare_tls()?))
+    }
+
     /// The checked TLS settings, if TLS is set; then whether the connect string agrees.
     fn prepare_tls(&self) -> Result<Option<Tls>, String> {
         #[cfg(feature = "zookeeper-tls")]
@@ -873,17 +881,8 @@ impl Listing {
 
 impl Discovery for ZooKeeper {
     async fn run(&self, updates: Updates) -> Result<(), DiscoveryError> {
-        if let Err(e) = check_path(&self.path) {
-            return Err(DiscoveryError::new(format!("zookeeper: {e}")));
-        }
-        // Checked once, before any session is opened; every session sends the same bytes
-        // and uses the same TLS settings.
-        let digest = match self.digest.as_ref().map(Digest::auth).transpose() {
-            Ok(d) => d,
-            Err(e) => return Err(DiscoveryError::new(format!("zookeeper: {e}"))),
-        };
-        let tls = match self.prepare_tls() {
-            Ok(t) => t,
+        let (digest, tls) = match self.session_settings() {
+            Ok(settings) => settings,
             Err(e) => return Err(DiscoveryError::new(format!("zookeeper: {e}"))),
         };
         let mut cache = Cache::default();
