@@ -1,0 +1,65 @@
+//! Profiling aid: `wait-loop POOL N [TASKS [SIZE]]` runs N get → yield → drop cycles in all,
+//! by TASKS tasks (default 16) over a pool of SIZE connections (default 2, so eight tasks per
+//! connection, as in the over-capacity scenario) on a current-thread runtime. Every get but
+//! the first few waits and every return hands its connection to the oldest waiter: the wait
+//! path, one wait per cycle, in a run that is the same every time (for `valgrind
+//! --tool=callgrind`, which counts that path's instructions exactly; `hit-loop` does the same
+//! for the hit path). `wait-loop POOL N 2 1` is the worst case for a pool that arms a timer
+//! per line rather than per wait: every wait is the whole line.
+
+use std::sync::Arc;
+
+use connpool_benches::pools::{self, AsyncPool, Kind, Visit};
+
+struct Loop {
+    cycles: u64,
+    tasks: u64,
+}
+
+impl Visit for Loop {
+    type Out = ();
+    async fn visit<P: AsyncPool>(self, pool: Arc<P>) {
+        let tasks: Vec<_> = (0..self.tasks)
+            .map(|_| {
+                let pool = Arc::clone(&pool);
+                let n = self.cycles / self.tasks;
+                tokio::spawn(async move { wait_loop(&*pool, n).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("a wait-loop task panicked");
+        }
+    }
+}
+
+#[inline(never)]
+async fn wait_loop<P: AsyncPool>(pool: &P, n: u64) {
+    for _ in 0..n {
+        let mut g = pool.get().await;
+        P::touch(&mut g);
+        tokio::task::yield_now().await;
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let kind = args
+        .get(1)
+        .and_then(|s| Kind::from_name(s))
+        .unwrap_or(Kind::Connpool);
+    let arg = |i: usize, default: u64| {
+        args.get(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+            .max(1)
+    };
+    let (cycles, tasks, size) = (arg(2, 1_000_000), arg(3, 16), arg(4, 2));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let size = usize::try_from(size).expect("a pool size");
+        pools::with_async_pool(kind, size, Loop { cycles, tasks }).await;
+    });
+}
