@@ -67,7 +67,7 @@ use std::collections::VecDeque;
 use crate::idle::{Conn, Token};
 use crate::lanes::{self, Lane};
 use crate::sync::{
-    fence_seqcst, instant_at, nanos_since, AtomicBool, AtomicCell, AtomicU64, AtomicU8,
+    fence_seqcst, instant_at, nanos_since, ArrayQueue, AtomicBool, AtomicCell, AtomicU64, AtomicU8,
     AtomicUsize, CachePadded, Instant, Mutex, MutexGuard, Ordering, SlotArc as Arc, WaitQueue,
 };
 
@@ -181,7 +181,7 @@ impl<C> WaitSlot<C> {
 pub(crate) struct Admission<C> {
     /// What every registration and every hand-off touches, on one cache line.
     front: CachePadded<Front<C>>,
-    /// A spare slot per thread lane (see `lanes.rs`): a wait then allocates nothing once its
+    /// Spare slots per thread lane (see `lanes.rs`): a wait then allocates nothing once its
     /// thread has waited before, and takes its slot from a line no other core writes.
     spares: Box<[CachePadded<Spare<C>>]>,
     /// Does a waiter hold the timer duty?
@@ -193,8 +193,28 @@ pub(crate) struct Admission<C> {
     duty_taken: loom::sync::Notify,
 }
 
-/// A thread lane's spare slot.
-type Spare<C> = AtomicCell<Option<Arc<WaitSlot<C>>>>;
+/// A thread lane's spare slots: one at hand, taken and left with one swap (a lane whose
+/// waits come one at a time needs no more), and up to [`SPARES_BEHIND`] behind it for a lane
+/// whose line grows by several waiters at once and is then served (a burst of gets, or a pool
+/// of a few connections shared by many tasks): without them each wait of such a burst but one
+/// allocated its slot and the slot's event, and freed both when served.
+struct Spare<C> {
+    hand: AtomicCell<Option<Arc<WaitSlot<C>>>>,
+    behind: ArrayQueue<Arc<WaitSlot<C>>>,
+}
+
+/// How many spare slots a lane keeps behind the one at hand (each a small block, with its
+/// event's list beside it); a burst larger than this allocates slots for the rest.
+const SPARES_BEHIND: usize = 8;
+
+impl<C> Spare<C> {
+    fn new() -> Self {
+        Spare {
+            hand: AtomicCell::new(None),
+            behind: ArrayQueue::new(SPARES_BEHIND),
+        }
+    }
+}
 
 /// The waiting word, the line's lock, and the count of marked slots in it.
 struct Front<C> {
@@ -223,7 +243,7 @@ impl<C> Admission<C> {
                 }),
             }),
             spares: (0..=lanes::owned())
-                .map(|_| CachePadded::new(AtomicCell::new(None)))
+                .map(|_| CachePadded::new(Spare::new()))
                 .collect(),
             duty: CachePadded::new(AtomicBool::new(false)),
             epoch: Instant::now(),
@@ -253,10 +273,12 @@ impl<C> Admission<C> {
 
     /// A slot for a new waiter: this thread's spare one if any.
     fn slot(&self) -> Arc<WaitSlot<C>> {
-        match self.spare().take() {
+        let spare = self.spare();
+        match spare.hand.take().or_else(|| spare.behind.pop()) {
             Some(slot) => {
-                // Relaxed: the slot is ours alone (see `recycle`); the cell's swap ordered its
-                // last user's accesses before this store.
+                // Relaxed: the slot is ours alone (see `recycle`); the cell's swap, or the
+                // queue's push and pop (release and acquire), ordered its last user's accesses
+                // before this store.
                 slot.state.store(WAITING, Ordering::Relaxed);
                 slot
             }
@@ -267,12 +289,15 @@ impl<C> Admission<C> {
     /// Keeps `slot` for reuse if nobody else holds it (its line entry gone, no return about to
     /// notify it); else the last holder frees it.
     fn recycle(&self, slot: Arc<WaitSlot<C>>) {
-        // Not under loom: the spare queue is crossbeam's, whose synchronization loom does not
-        // see, and a slot's atomics are loom's (loom would report the reuse as a race). The
-        // slots' protocol is the same either way; reuse only saves allocations.
+        // Not under loom: the spare cell and queue are crossbeam's, whose synchronization loom
+        // does not see, and a slot's atomics are loom's (loom would report the reuse as a race).
+        // The slots' protocol is the same either way; reuse only saves allocations.
         if cfg!(not(loom)) && Arc::strong_count(&slot) == 1 {
-            // A spare this thread kept already is dropped instead.
-            drop(self.spare().swap(Some(slot)));
+            let spare = self.spare();
+            if let Some(displaced) = spare.hand.swap(Some(slot)) {
+                // The lane keeps a few more behind; beyond them the slot is freed.
+                drop(spare.behind.push(displaced));
+            }
         }
     }
 

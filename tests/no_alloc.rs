@@ -1,5 +1,7 @@
 //! The hit path allocates nothing: getting an idle connection and returning it (no check on
-//! borrow) makes no heap allocation, so a busy service's pool adds no allocator traffic.
+//! borrow) makes no heap allocation, so a busy service's pool adds no allocator traffic. A
+//! get that waits allocates its continuation and nothing per wait slot: the slots (and their
+//! events) are reused, for a burst of waiters too.
 //!
 //! A counting `#[global_allocator]` counts the allocations made on this test's thread while
 //! counting is switched on; the pool is warmed first (building it, opening its connections and
@@ -7,24 +9,23 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
 use std::time::Duration;
 
 use connpool::{Backend, Manager, Pool, TestOnBorrow};
 
 struct Counting;
 
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    // const-initialised: reading it never allocates (so it is safe inside the allocator).
+    // const-initialised: using them never allocates (so they are safe inside the allocator).
+    // Both per thread: the tests run on threads of their own, at the same time.
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count() {
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        // Relaxed: a plain counter read after counting stops, on the same thread.
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -56,12 +57,11 @@ static GLOBAL: Counting = Counting;
 
 /// Counts the allocations `f` makes on this thread.
 fn allocations(f: impl FnOnce()) -> usize {
-    // Relaxed: single-threaded bookkeeping (the counter only moves on this thread).
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = ALLOCS.with(Cell::get);
     COUNTING.with(|c| c.set(true));
     f();
     COUNTING.with(|c| c.set(false));
-    ALLOCS.load(Ordering::Relaxed) - before
+    ALLOCS.with(Cell::get) - before
 }
 
 #[derive(Debug)]
@@ -147,5 +147,84 @@ fn get_and_return_of_an_idle_connection_allocates_nothing() {
         assert_eq!(stats.misses, 4, "every counted get was a hit");
         // The 100 warm-up gets and every cycle above (try_get's count as hits too).
         assert_eq!(stats.hits, 100 + 3 * CYCLES as u64);
+    });
+}
+
+/// How many gets queue at once in each round of the burst test below.
+const BURST: usize = 4;
+
+/// One round of a burst: the one connection is held while `BURST` gets queue behind it (each
+/// polled once, by hand), then it is given back, and each get in turn is served and gives it
+/// back to the next. `look`: also check the line's length on the way (`status()` allocates
+/// its list of backends, so not while counting).
+fn burst_round(pool: &Pool<Dummy>, look: bool) {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let held = pool.try_get().expect("the idle connection");
+    let mut a = std::pin::pin!(pool.get());
+    let mut b = std::pin::pin!(pool.get());
+    let mut c = std::pin::pin!(pool.get());
+    let mut d = std::pin::pin!(pool.get());
+    let mut gets = [a.as_mut(), b.as_mut(), c.as_mut(), d.as_mut()];
+    for g in gets.iter_mut() {
+        assert!(
+            g.as_mut().poll(&mut cx).is_pending(),
+            "a get behind a held connection must wait"
+        );
+    }
+    if look {
+        assert_eq!(pool.status().waiters, BURST);
+    }
+    drop(held);
+    for g in gets.iter_mut() {
+        match g.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(Ok(mut c)) => *c += 1,
+            std::task::Poll::Ready(Err(e)) => panic!("get failed: {e}"),
+            std::task::Poll::Pending => panic!("a get handed the connection must be ready"),
+        }
+    }
+    if look {
+        assert_eq!(pool.status().waiters, 0);
+    }
+}
+
+#[test]
+fn a_burst_of_waits_reuses_its_wait_slots() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let pool = Pool::builder(Dummy)
+            .max_size(1)
+            .test_on_borrow(TestOnBorrow::Never)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .wait_timeout(Duration::from_secs(3600))
+            .build()
+            .expect("pool");
+        drop(pool.get().await.expect("get"));
+        tokio::task::yield_now().await;
+        // Warm: the first rounds allocate the wait slots that later rounds reuse.
+        for _ in 0..3 {
+            burst_round(&pool, true);
+        }
+        const ROUNDS: usize = 1000;
+        let n = allocations(|| {
+            for _ in 0..ROUNDS {
+                burst_round(&pool, false);
+            }
+        });
+        // Per round: each waiting get's continuation (boxed, so that a get that hits stays
+        // small) and the one timer of the line, armed by the first waiter (which holds the
+        // timer duty). Nothing per wait slot: a slot and its event are allocated once and then
+        // reused, for every get of a burst, not only the first.
+        assert_eq!(
+            n,
+            ROUNDS * (BURST + 1),
+            "{n} allocations over {ROUNDS} rounds of {BURST} waits"
+        );
+        let stats = pool.stats();
+        assert_eq!(stats.waits, (3 + ROUNDS as u64) * BURST as u64);
     });
 }
