@@ -619,6 +619,7 @@ impl<C> Engine<C> {
 
     /// Puts a unit away: a connection into the idle queue (closed if the queue is full), a
     /// slot back into `size`.
+    #[inline]
     fn put(&self, t: Token<C>, lane: Lane, h: &impl Hooks<C>) {
         match t {
             Token::Conn(c) => {
