@@ -99,21 +99,32 @@ where
     }
 }
 
-#[test]
-fn get_and_return_of_an_idle_connection_allocates_nothing() {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A current-thread runtime (everything below runs on the test's own thread, where the
+/// allocations are counted).
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let pool = Pool::builder(Dummy)
-            .max_size(4)
-            .test_on_borrow(TestOnBorrow::Never)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .wait_timeout(Duration::from_secs(5))
-            .build()
-            .expect("pool");
+        .expect("runtime")
+}
+
+/// A pool that does nothing on a hit but pop and push: no check on borrow, no idle timeout,
+/// no lifetime.
+fn plain_pool(max_size: usize, wait_timeout: Duration) -> Pool<Dummy> {
+    Pool::builder(Dummy)
+        .max_size(max_size)
+        .test_on_borrow(TestOnBorrow::Never)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .wait_timeout(wait_timeout)
+        .build()
+        .expect("pool")
+}
+
+#[test]
+fn get_and_return_of_an_idle_connection_allocates_nothing() {
+    runtime().block_on(async {
+        let pool = plain_pool(4, Duration::from_secs(5));
         // Warm: open every connection, return them, let the maintenance task start.
         {
             let mut held = Vec::new();
@@ -190,19 +201,8 @@ fn burst_round(pool: &Pool<Dummy>, look: bool) {
 
 #[test]
 fn a_burst_of_waits_reuses_its_wait_slots() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let pool = Pool::builder(Dummy)
-            .max_size(1)
-            .test_on_borrow(TestOnBorrow::Never)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .wait_timeout(Duration::from_secs(3600))
-            .build()
-            .expect("pool");
+    runtime().block_on(async {
+        let pool = plain_pool(1, Duration::from_secs(3600));
         drop(pool.get().await.expect("get"));
         tokio::task::yield_now().await;
         // Warm: the first rounds allocate the wait slots that later rounds reuse.

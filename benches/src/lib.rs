@@ -7,8 +7,11 @@
 //!   scenario, each (pool, scenario) in its own child process under a time limit, printed as
 //!   markdown (`scripts/bench-report.sh` writes `BENCHMARKS.md` from it).
 //!
-//! Both drive the same managers ([`pools`]) through the same loops ([`scenario`]).
+//! Both drive the same managers ([`pools`]) through the same loops ([`scenario`]). The
+//! profiling aids `src/bin/hit-loop.rs` and `src/bin/wait-loop.rs` (for callgrind) share
+//! [`profiling`].
 
 pub mod hist;
 pub mod pools;
+pub mod profiling;
 pub mod scenario;

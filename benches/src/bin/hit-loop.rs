@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use connpool_benches::pools::{self, AsyncPool, Kind, Visit};
+use connpool_benches::pools::{self, AsyncPool, Visit};
+use connpool_benches::profiling::{self, Args};
 
 struct Loop(u64);
 
@@ -24,20 +25,9 @@ async fn hot_loop<P: AsyncPool>(pool: &P, n: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let kind = args
-        .get(1)
-        .and_then(|s| Kind::from_name(s))
-        .unwrap_or(Kind::Connpool);
-    let n = args
-        .get(2)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    let args = Args::from_env();
+    let (kind, n) = (args.kind(), args.number(2, 1_000_000));
+    profiling::runtime().block_on(async {
         pools::with_async_pool(kind, 16, Loop(n)).await;
     });
 }

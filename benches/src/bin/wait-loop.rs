@@ -9,7 +9,8 @@
 
 use std::sync::Arc;
 
-use connpool_benches::pools::{self, AsyncPool, Kind, Visit};
+use connpool_benches::pools::{self, AsyncPool, Visit};
+use connpool_benches::profiling::{self, Args};
 
 struct Loop {
     cycles: u64,
@@ -42,24 +43,12 @@ async fn wait_loop<P: AsyncPool>(pool: &P, n: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let kind = args
-        .get(1)
-        .and_then(|s| Kind::from_name(s))
-        .unwrap_or(Kind::Connpool);
-    let arg = |i: usize, default: u64| {
-        args.get(i)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-            .max(1)
-    };
+    let args = Args::from_env();
+    let kind = args.kind();
+    let arg = |i, default| args.number(i, default).max(1);
     let (cycles, tasks, size) = (arg(2, 1_000_000), arg(3, 16), arg(4, 2));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let size = usize::try_from(size).expect("a pool size");
+    let size = usize::try_from(size).expect("a pool size");
+    profiling::runtime().block_on(async {
         pools::with_async_pool(kind, size, Loop { cycles, tasks }).await;
     });
 }
