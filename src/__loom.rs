@@ -22,7 +22,7 @@ use std::time::Duration;
 use crate::backends::{Backend, BackendEntry, Backends, BackoffPolicy, Picked};
 use crate::engine::{Engine, Hooks, Unit as EngineUnit, WaitError};
 use crate::events::CloseReason;
-use crate::idle::{Conn, LazyNow, Meta, Token};
+use crate::idle::{Conn, IdleLimit, LazyNow, Meta, Token};
 use crate::lanes::Lane;
 use crate::sync::{Arc, Instant, Ordering};
 
@@ -217,10 +217,13 @@ impl Core {
         let lane = Lane::current();
         let mut first = None;
         if self.engine.no_waiters() {
-            match self
-                .engine
-                .hit(&mut LazyNow::new(), None, lane, &self.rec, |_, _| true)
-            {
+            match self.engine.hit(
+                &mut LazyNow::new(),
+                IdleLimit::NONE,
+                lane,
+                &self.rec,
+                |_, _| true,
+            ) {
                 Some(Ok(c)) => return Ok(Lent(c)),
                 Some(Err(_)) => unreachable!("no check on borrow in the models"),
                 None => {
@@ -245,17 +248,20 @@ impl Core {
         loop {
             match unit.token() {
                 Token::Conn(c) => {
-                    if let Some(reason) = c.meta.stale_reason(&mut LazyNow::new(), None) {
+                    if let Some(reason) = c.meta.stale_reason(&mut LazyNow::new(), IdleLimit::NONE)
+                    {
                         unit.close_keep(reason);
                         continue;
                     }
                     return Ok(Lent(self.engine.lend(unit.take_conn(), Lane::current())));
                 }
                 Token::Slot => {
-                    if let Some(c) =
-                        self.engine
-                            .pop_fresh(&mut LazyNow::new(), None, Lane::current(), &self.rec)
-                    {
+                    if let Some(c) = self.engine.pop_fresh(
+                        &mut LazyNow::new(),
+                        IdleLimit::NONE,
+                        Lane::current(),
+                        &self.rec,
+                    ) {
                         unit.set_conn(c, true);
                         continue;
                     }
@@ -318,7 +324,7 @@ impl Core {
     /// `try_get()`: the engine's fail-fast take.
     pub fn try_get(&self) -> Option<Lent> {
         self.engine
-            .try_take(&mut LazyNow::new(), None, &self.rec)
+            .try_take(&mut LazyNow::new(), IdleLimit::NONE, &self.rec)
             .map(Lent)
     }
 
@@ -360,7 +366,8 @@ impl Core {
             .backends
             .replace(list.iter().map(|a| Backend::new(*a)).collect());
         if !change.removed.is_empty() {
-            self.engine.purge_stale(Instant::now(), None, &self.rec);
+            self.engine
+                .purge_stale(Instant::now(), IdleLimit::NONE, &self.rec);
         }
     }
 

@@ -59,12 +59,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use crate::admission::{Admission, Queued, Waiting, Wake};
 use crate::backends::{BackendEntry, IDLE, IN_USE};
 use crate::events::CloseReason;
-use crate::idle::{Conn, IdleQueue, LazyNow, Meta, Token};
+use crate::idle::{Conn, IdleLimit, IdleQueue, LazyNow, Meta, Token};
 use crate::lanes::{Cells, Lane};
 use crate::sync::{
     fence_seqcst, handshake_fence, AtomicBool, AtomicU64, AtomicUsize, CachePadded, Instant,
@@ -370,7 +369,7 @@ impl<C> Engine<C> {
     pub(crate) fn pop_fresh(
         &self,
         now: &mut LazyNow,
-        idle_timeout: Option<Duration>,
+        idle_timeout: IdleLimit,
         lane: Lane,
         h: &impl Hooks<C>,
     ) -> Option<Conn<C>> {
@@ -390,7 +389,7 @@ impl<C> Engine<C> {
     pub(crate) fn hit(
         &self,
         now: &mut LazyNow,
-        idle_timeout: Option<Duration>,
+        idle_timeout: IdleLimit,
         lane: Lane,
         h: &impl Hooks<C>,
         fresh_enough: impl Fn(&Meta, &mut LazyNow) -> bool,
@@ -423,7 +422,7 @@ impl<C> Engine<C> {
     pub(crate) fn try_take(
         &self,
         now: &mut LazyNow,
-        idle_timeout: Option<Duration>,
+        idle_timeout: IdleLimit,
         h: &impl Hooks<C>,
     ) -> Option<Conn<C>> {
         if !self.no_waiters() {
@@ -798,12 +797,7 @@ impl<C> Engine<C> {
     /// Closes the idle connections that went stale (removed backends, above all) and puts
     /// the others back. The connections it holds meanwhile keep their units (the hard bound
     /// holds throughout).
-    pub(crate) fn purge_stale(
-        &self,
-        now: Instant,
-        idle_timeout: Option<Duration>,
-        h: &impl Hooks<C>,
-    ) {
+    pub(crate) fn purge_stale(&self, now: Instant, idle_timeout: IdleLimit, h: &impl Hooks<C>) {
         let lane = Lane::current();
         let mut now = LazyNow::at(now);
         for _ in 0..self.idle.len() {

@@ -122,11 +122,9 @@ impl Meta {
 
     /// Idle past `idle_timeout`? Reads the clock only if there is an idle timeout.
     #[inline]
-    pub(crate) fn idle_too_long(&self, now: &mut LazyNow, idle_timeout: Option<Duration>) -> bool {
-        idle_timeout.is_some_and(|t| {
-            let idle = self.backend.stamp(now.get()).saturating_sub(self.last_used);
-            u128::from(idle) >= t.as_nanos()
-        })
+    pub(crate) fn idle_too_long(&self, now: &mut LazyNow, limit: IdleLimit) -> bool {
+        limit.0 != u64::MAX
+            && self.backend.stamp(now.get()).saturating_sub(self.last_used) >= limit.0
     }
 
     /// Why this idle connection may not be handed out, if it may not: its backend left the
@@ -135,7 +133,7 @@ impl Meta {
     pub(crate) fn stale_reason(
         &self,
         now: &mut LazyNow,
-        idle_timeout: Option<Duration>,
+        idle_timeout: IdleLimit,
     ) -> Option<CloseReason> {
         let removed = self.backend.is_removed();
         #[cfg(connpool_mutant = "get_ignores_removed")]
@@ -158,6 +156,22 @@ impl Meta {
             .stamp(now)
             .saturating_sub(self.last_used.max(self.last_checked));
         Duration::from_nanos(quiet)
+    }
+}
+
+/// `idle_timeout` in the stamps' unit (nanoseconds; `u64::MAX`: none, or too long to be
+/// reached), converted once when the pool is built rather than on every hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdleLimit(u64);
+
+impl IdleLimit {
+    /// No idle timeout.
+    pub(crate) const NONE: IdleLimit = IdleLimit(u64::MAX);
+
+    pub(crate) fn new(idle_timeout: Option<Duration>) -> IdleLimit {
+        idle_timeout.map_or(IdleLimit::NONE, |t| {
+            IdleLimit(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
+        })
     }
 }
 
@@ -234,5 +248,19 @@ impl<C> IdleQueue<C> {
 
     pub(crate) fn len(&self) -> usize {
         self.queue.len()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_limit_is_the_timeout_in_nanoseconds() {
+        assert_eq!(IdleLimit::new(None), IdleLimit::NONE);
+        assert_eq!(IdleLimit::new(Some(Duration::from_millis(1500))).0, 1_500_000_000);
+        assert_eq!(IdleLimit::new(Some(Duration::ZERO)).0, 0);
+        // Beyond u64 nanoseconds (584 years) no connection can be idle that long: none.
+        assert_eq!(IdleLimit::new(Some(Duration::MAX)), IdleLimit::NONE);
     }
 }

@@ -16,7 +16,7 @@ use crate::discovery::UpdatesShared;
 use crate::engine::{Engine, Hooks, Unit, WaitError};
 use crate::error::{BuildError, Error};
 use crate::events::{Callbacks, CloseReason, Event};
-use crate::idle::{Conn, LazyNow, Meta, Token};
+use crate::idle::{Conn, IdleLimit, LazyNow, Meta, Token};
 use crate::lanes::{self, Lane};
 use crate::manager::Manager;
 use crate::pooled::{Anchor, Pooled, PooledRef};
@@ -158,6 +158,8 @@ pub(crate) struct PoolInner<M: Manager> {
     stamps_returns: bool,
     /// The runtime the pool was built on: only its waiters share the line's one timer.
     home: tokio::runtime::Id,
+    /// `config.idle_timeout`, converted once (every hit compares with it).
+    idle_limit: IdleLimit,
 }
 
 impl<M: Manager> Pool<M> {
@@ -254,7 +256,7 @@ impl<M: Manager> Pool<M> {
         }
         match inner
             .engine
-            .try_take(&mut LazyNow::new(), inner.config.idle_timeout, &**inner)
+            .try_take(&mut LazyNow::new(), inner.idle_limit, &**inner)
         {
             Some(c) => Ok(Pooled::new(self.anchor(), c)),
             None => {
@@ -609,6 +611,7 @@ impl<M: Manager> PoolInner<M> {
                 || matches!(config.test_on_borrow, TestOnBorrow::IdleFor(_))
                 || config.keepalive.is_some(),
             home,
+            idle_limit: IdleLimit::new(config.idle_timeout),
             config,
         }
     }
@@ -635,7 +638,7 @@ impl<M: Manager> PoolInner<M> {
         let fresh = |meta: &Meta, now: &mut LazyNow| !self.wants_check_on_borrow(meta, now);
         match self
             .engine
-            .hit(&mut now, self.config.idle_timeout, lane, self, fresh)
+            .hit(&mut now, self.idle_limit, lane, self, fresh)
         {
             Some(Ok(c)) => Fast::Hit(c, lane),
             Some(Err(c)) => Fast::Unit(Token::Conn(c)),
@@ -716,7 +719,7 @@ impl<M: Manager> PoolInner<M> {
             match unit.token() {
                 Token::Conn(c) => {
                     let mut now = LazyNow::new();
-                    if let Some(reason) = c.meta.stale_reason(&mut now, self.config.idle_timeout) {
+                    if let Some(reason) = c.meta.stale_reason(&mut now, self.idle_limit) {
                         unit.close_keep(reason);
                         continue;
                     }
@@ -753,12 +756,10 @@ impl<M: Manager> PoolInner<M> {
                     // An idle connection may have come back meanwhile: prefer it (and let the
                     // slot go on).
                     let lane = Lane::current();
-                    if let Some(c) = self.engine.pop_fresh(
-                        &mut LazyNow::new(),
-                        self.config.idle_timeout,
-                        lane,
-                        self,
-                    ) {
+                    if let Some(c) =
+                        self.engine
+                            .pop_fresh(&mut LazyNow::new(), self.idle_limit, lane, self)
+                    {
                         unit.set_conn(c, true);
                         continue;
                     }
@@ -858,7 +859,7 @@ impl<M: Manager> PoolInner<M> {
 
     /// Why an idle connection may not be handed out, if it may not.
     pub(crate) fn stale_reason(&self, meta: &Meta, now: Instant) -> Option<CloseReason> {
-        meta.stale_reason(&mut LazyNow::at(now), self.config.idle_timeout)
+        meta.stale_reason(&mut LazyNow::at(now), self.idle_limit)
     }
 
     /// Runs `Manager::check` under `check_timeout` (and the waiting get's `deadline`, if a get
@@ -1179,7 +1180,7 @@ impl<M: Manager> PoolInner<M> {
     /// Closes the idle connections of removed backends (see [`Engine::purge_stale`]).
     pub(crate) fn purge_removed(&self) {
         self.engine
-            .purge_stale(Instant::now(), self.config.idle_timeout, self);
+            .purge_stale(Instant::now(), self.idle_limit, self);
     }
 
     pub(crate) fn set_backends(&self, list: Vec<Backend>) {
