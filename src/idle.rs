@@ -258,7 +258,10 @@ mod tests {
     #[test]
     fn an_idle_limit_is_the_timeout_in_nanoseconds() {
         assert_eq!(IdleLimit::new(None), IdleLimit::NONE);
-        assert_eq!(IdleLimit::new(Some(Duration::from_millis(1500))).0, 1_500_000_000);
+        assert_eq!(
+            IdleLimit::new(Some(Duration::from_millis(1500))).0,
+            1_500_000_000
+        );
         assert_eq!(IdleLimit::new(Some(Duration::ZERO)).0, 0);
         // Beyond u64 nanoseconds (584 years) no connection can be idle that long: none.
         assert_eq!(IdleLimit::new(Some(Duration::MAX)), IdleLimit::NONE);
