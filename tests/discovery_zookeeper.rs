@@ -4,7 +4,7 @@
 //! data; a server restart; a session expiry; two pools side by side; close; a directory only a
 //! digest identity may read; the demo's registry and discovery, open and with `--auth`; with
 //! feature `zookeeper-tls`, sessions over TLS to a `secureClientPort` that asks for client
-//! certificates, and bad PEM.
+//! certificates, bad PEM, and the demo's registry and discovery over TLS.
 //!
 //! The pool dials through `Faulty` (no I/O), so the discovered addresses need not exist. Every
 //! assertion polls the pool's status or the manager's counts with a generous deadline.
@@ -385,16 +385,19 @@ async fn demo_registry_and_discovery() {
         ("open", None),
         ("private", Some(("demo".to_owned(), "pa:ss".to_owned()))),
     ] {
-        let auth = auth.as_ref();
+        let access = demo_zk::Access {
+            auth,
+            ..demo_zk::Access::default()
+        };
         let mut reg =
-            demo_zk::Registry::register(&server.addr(), product, &[a.into(), b.into()], auth)
+            demo_zk::Registry::register(&server.addr(), product, &[a.into(), b.into()], &access)
                 .await
                 .unwrap();
         let m = Faulty::new();
         let log = Log::default();
         let p = pool(
             &m,
-            demo_zk::discovery(&server.addr(), product, auth),
+            demo_zk::discovery(&server.addr(), product, &access),
             &log,
             4,
         );
@@ -411,9 +414,10 @@ async fn demo_registry_and_discovery() {
         let node = format!("{dir}/proxy-demo-2");
         let anonymous = writer(&server).await;
         let read = anonymous.get_data(&node).await.map(|_| ());
-        if auth.is_some() {
+        if access.auth.is_some() {
             assert!(matches!(read, Err(zk::Error::NoAuth)), "{node}: {read:?}");
-            let anonymous = demo_zk::discovery(&server.addr(), product, None);
+            let anonymous =
+                demo_zk::discovery(&server.addr(), product, &demo_zk::Access::default());
             refused(anonymous, &format!("listing {dir}: not authorized")).await;
         } else {
             assert_eq!(read, Ok(()), "{node}");
@@ -1365,5 +1369,60 @@ mod tls {
         converge(&p, &["10.0.0.3:19000"], &log).await;
         assert_eq!(log.count("failed:"), 0, "{}", log.dump());
         p.close().await;
+    }
+
+    /// The demo's `--zk-ca`, `--zk-cert` and `--zk-key` (with `--auth` on top): its registry
+    /// writes over TLS presenting the client certificate, and its discovery follows over TLS.
+    /// Without the certificate the discovery is refused; the demo's own check of its PEM
+    /// names the flag.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn demo_registry_and_discovery_over_tls() {
+        let certs = Certs::new("zk-demo");
+        let server = start(&certs, true);
+        let tls_addr = server.tls_addr();
+        let access = demo_zk::Access {
+            auth: Some(("demo".to_owned(), "s3cret".to_owned())),
+            ca_pem: Some(certs.ca.clone().into_bytes()),
+            identity: Some((
+                certs.client_cert.clone().into_bytes(),
+                certs.client_key.clone().into_bytes(),
+            )),
+        };
+        let (a, b, c) = ("10.0.0.1:19000", "10.0.0.2:19000", "10.0.0.3:19000");
+        let mut reg =
+            demo_zk::Registry::register(&tls_addr, "demo", &[a.into(), b.into()], &access)
+                .await
+                .unwrap();
+        let m = Faulty::new();
+        let log = Log::default();
+        let p = pool(&m, demo_zk::discovery(&tls_addr, "demo", &access), &log, 4);
+        converge(&p, &[a, b], &log).await;
+        reg.set_online(a, false).await.unwrap();
+        converge(&p, &[b], &log).await;
+        reg.add(c).await.unwrap();
+        converge(&p, &[b, c], &log).await;
+        reg.remove(b).await.unwrap();
+        converge(&p, &[c], &log).await;
+        assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+        p.close().await;
+
+        let no_cert = demo_zk::Access {
+            identity: None,
+            ..access.clone()
+        };
+        refused(
+            demo_zk::discovery(&tls_addr, "demo", &no_cert),
+            "over TLS: no server completed the handshake",
+        )
+        .await;
+        let bad_ca = demo_zk::Access {
+            ca_pem: Some(b"not a certificate".to_vec()),
+            ..access.clone()
+        };
+        let e = demo_zk::Registry::register(&tls_addr, "demo", &[], &bad_ca)
+            .await
+            .err()
+            .expect("a CA that is not PEM is refused");
+        assert!(e.starts_with("--zk-ca"), "{e}");
     }
 }

@@ -12,8 +12,9 @@
 //! (feature `etcd`): the backends are registered there and the pool follows them, so the
 //! half-way swap goes through the coordination service. `--auth USER:PASSWORD` (Codis'
 //! `coordinator_auth`) logs both the registry and the pool in to the coordination service
-//! (ZooKeeper's digest scheme, or an etcd user); `--etcd-ca FILE [--etcd-cert FILE --etcd-key
-//! FILE] [--etcd-domain NAME]` (feature `etcd-tls`) reaches etcd over TLS.
+//! (ZooKeeper's digest scheme, or an etcd user); `--zk-ca FILE [--zk-cert FILE --zk-key FILE]`
+//! (feature `zookeeper-tls`) reaches ZooKeeper's `secureClientPort` over TLS, and `--etcd-ca
+//! FILE [--etcd-cert FILE --etcd-key FILE] [--etcd-domain NAME]` (feature `etcd-tls`) etcd.
 
 mod backend;
 #[cfg(feature = "etcd")]
@@ -115,6 +116,10 @@ struct Args {
     prefix: Option<String>,
     /// `--auth USER:PASSWORD`, split at the first `:`.
     auth: Option<(String, String)>,
+    /// `--zk-ca`, `--zk-cert`, `--zk-key`: file paths.
+    zk_ca: Option<String>,
+    zk_cert: Option<String>,
+    zk_key: Option<String>,
     /// `--etcd-ca`, `--etcd-cert`, `--etcd-key`, `--etcd-domain`: file paths, then the name.
     etcd_ca: Option<String>,
     etcd_cert: Option<String>,
@@ -126,6 +131,7 @@ const USAGE: &str = "usage: demo [--duration SECS] [--tasks N] [--pool N] [--bac
             [--redis [--redis-addr HOST:PORT]...]
             [--zk HOST:PORT --codis-product NAME | --etcd HOST:PORT --prefix P]
             [--auth USER:PASSWORD]
+            [--zk-ca FILE [--zk-cert FILE --zk-key FILE]]
             [--etcd-ca FILE [--etcd-cert FILE --etcd-key FILE] [--etcd-domain NAME]]";
 
 fn parse_args() -> Result<Args, String> {
@@ -163,6 +169,9 @@ fn parse_args() -> Result<Args, String> {
             "--etcd" => a.etcd = Some(value("--etcd")?),
             "--prefix" => a.prefix = Some(value("--prefix")?),
             "--auth" => a.auth = Some(user_password(&value("--auth")?)?),
+            "--zk-ca" => a.zk_ca = Some(value("--zk-ca")?),
+            "--zk-cert" => a.zk_cert = Some(value("--zk-cert")?),
+            "--zk-key" => a.zk_key = Some(value("--zk-key")?),
             "--etcd-ca" => a.etcd_ca = Some(value("--etcd-ca")?),
             "--etcd-cert" => a.etcd_cert = Some(value("--etcd-cert")?),
             "--etcd-key" => a.etcd_key = Some(value("--etcd-key")?),
@@ -189,6 +198,13 @@ fn parse_args() -> Result<Args, String> {
     if a.auth.is_some() && a.zk.is_none() && a.etcd.is_none() {
         return Err("--auth needs --zk or --etcd".into());
     }
+    let zk_tls = a.zk_ca.is_some();
+    if (zk_tls || a.zk_cert.is_some() || a.zk_key.is_some()) && !(zk_tls && a.zk.is_some()) {
+        return Err("--zk-cert and --zk-key need --zk-ca, and --zk-ca needs --zk".into());
+    }
+    if a.zk_cert.is_some() != a.zk_key.is_some() {
+        return Err("--zk-cert and --zk-key go together".into());
+    }
     let tls = a.etcd_ca.is_some();
     if (tls || a.etcd_cert.is_some() || a.etcd_key.is_some() || a.etcd_domain.is_some())
         && !(tls && a.etcd.is_some())
@@ -203,12 +219,14 @@ fn parse_args() -> Result<Args, String> {
     for (on, feature) in [
         (a.redis, "redis"),
         (a.zk.is_some(), "zookeeper"),
+        (zk_tls, "zookeeper-tls"),
         (a.etcd.is_some(), "etcd"),
         (tls, "etcd-tls"),
     ] {
         let built = match feature {
             "redis" => cfg!(feature = "redis"),
             "zookeeper" => cfg!(feature = "zookeeper"),
+            "zookeeper-tls" => cfg!(feature = "zookeeper-tls"),
             "etcd" => cfg!(feature = "etcd"),
             _ => cfg!(feature = "etcd-tls"),
         };
@@ -230,19 +248,34 @@ fn user_password(v: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The etcd access `args` asks for, with the PEM files read (an unreadable one is named).
+/// The file a PEM flag names, read (an unreadable one is named with its flag).
+#[cfg(any(feature = "zookeeper", feature = "etcd"))]
+fn read_pem(flag: &str, path: &Option<String>) -> Result<Option<Vec<u8>>, String> {
+    path.as_ref()
+        .map(|p| std::fs::read(p).map_err(|e| format!("{flag} {p}: {e}")))
+        .transpose()
+}
+
+/// The ZooKeeper access `args` asks for, with the PEM files read.
+#[cfg(feature = "zookeeper")]
+fn zk_access(args: &Args) -> Result<zookeeper::Access, String> {
+    let cert = read_pem("--zk-cert", &args.zk_cert)?;
+    let key = read_pem("--zk-key", &args.zk_key)?;
+    Ok(zookeeper::Access {
+        auth: args.auth.clone(),
+        ca_pem: read_pem("--zk-ca", &args.zk_ca)?,
+        identity: cert.zip(key),
+    })
+}
+
+/// The etcd access `args` asks for, with the PEM files read.
 #[cfg(feature = "etcd")]
 fn etcd_access(args: &Args) -> Result<etcd::Access, String> {
-    let read = |flag: &str, path: &Option<String>| -> Result<Option<Vec<u8>>, String> {
-        path.as_ref()
-            .map(|p| std::fs::read(p).map_err(|e| format!("{flag} {p}: {e}")))
-            .transpose()
-    };
-    let cert = read("--etcd-cert", &args.etcd_cert)?;
-    let key = read("--etcd-key", &args.etcd_key)?;
+    let cert = read_pem("--etcd-cert", &args.etcd_cert)?;
+    let key = read_pem("--etcd-key", &args.etcd_key)?;
     Ok(etcd::Access {
         auth: args.auth.clone(),
-        ca_pem: read("--etcd-ca", &args.etcd_ca)?,
+        ca_pem: read_pem("--etcd-ca", &args.etcd_ca)?,
         identity: cert.zip(key),
         domain: args.etcd_domain.clone(),
     })
@@ -354,10 +387,10 @@ async fn run<M: Workload, S: Server>(
         #[cfg(feature = "zookeeper")]
         {
             let product = args.codis_product.as_deref().unwrap_or_default();
-            let auth = args.auth.as_ref();
-            let r = zookeeper::Registry::register(_zk, product, &initial, auth).await?;
+            let access = zk_access(args)?;
+            let r = zookeeper::Registry::register(_zk, product, &initial, &access).await?;
             (
-                builder.discovery(zookeeper::discovery(_zk, product, auth)),
+                builder.discovery(zookeeper::discovery(_zk, product, &access)),
                 Source::ZooKeeper(Box::new(r)),
                 format!("ZooKeeper {_zk} /jodis/{product}"),
             )
