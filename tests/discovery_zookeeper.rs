@@ -375,12 +375,39 @@ async fn digest_credentials_read_a_protected_directory() {
     authed.close().await;
 }
 
+/// The demo's registry registers two backends at `connect` (reached as `access` says), and a
+/// pool on the demo's discovery follows what the registry then changes: one offline, one
+/// added, one deleted. Returns the pool (listing the added one, `10.0.0.3:19000`, its node
+/// `proxy-demo-2`) and the registry (whose nodes live as long as it).
+async fn demo_follows(
+    connect: &str,
+    product: &str,
+    access: &demo_zk::Access,
+) -> (Pool<Faulty>, demo_zk::Registry) {
+    let (a, b, c) = ("10.0.0.1:19000", "10.0.0.2:19000", "10.0.0.3:19000");
+    let mut reg = demo_zk::Registry::register(connect, product, &[a.into(), b.into()], access)
+        .await
+        .unwrap();
+    let m = Faulty::new();
+    let log = Log::default();
+    let p = pool(&m, demo_zk::discovery(connect, product, access), &log, 4);
+    converge(&p, &[a, b], &log).await;
+    reg.set_online(a, false).await.unwrap();
+    converge(&p, &[b], &log).await;
+    reg.add(c).await.unwrap();
+    converge(&p, &[b, c], &log).await;
+    reg.remove(b).await.unwrap();
+    converge(&p, &[c], &log).await;
+    assert!(reg.remove(b).await.is_err());
+    assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+    (p, reg)
+}
+
 /// The demo's `--zk` helpers: its discovery follows what its registry writes, as anyone and,
 /// with `--auth`, as a digest identity whose nodes an anonymous session cannot read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_registry_and_discovery() {
     let server = ZooKeeperServer::start();
-    let (a, b, c) = ("10.0.0.1:19000", "10.0.0.2:19000", "10.0.0.3:19000");
     for (product, auth) in [
         ("open", None),
         ("private", Some(("demo".to_owned(), "pa:ss".to_owned()))),
@@ -389,27 +416,7 @@ async fn demo_registry_and_discovery() {
             auth,
             ..demo_zk::Access::default()
         };
-        let mut reg =
-            demo_zk::Registry::register(&server.addr(), product, &[a.into(), b.into()], &access)
-                .await
-                .unwrap();
-        let m = Faulty::new();
-        let log = Log::default();
-        let p = pool(
-            &m,
-            demo_zk::discovery(&server.addr(), product, &access),
-            &log,
-            4,
-        );
-        converge(&p, &[a, b], &log).await;
-        reg.set_online(a, false).await.unwrap();
-        converge(&p, &[b], &log).await;
-        reg.add(c).await.unwrap();
-        converge(&p, &[b, c], &log).await;
-        reg.remove(b).await.unwrap();
-        converge(&p, &[c], &log).await;
-        assert!(reg.remove(b).await.is_err());
-        assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+        let (p, _reg) = demo_follows(&server.addr(), product, &access).await;
         let dir = format!("/jodis/{product}");
         let node = format!("{dir}/proxy-demo-2");
         let anonymous = writer(&server).await;
@@ -1388,22 +1395,7 @@ mod tls {
                 certs.client_key.clone().into_bytes(),
             )),
         };
-        let (a, b, c) = ("10.0.0.1:19000", "10.0.0.2:19000", "10.0.0.3:19000");
-        let mut reg =
-            demo_zk::Registry::register(&tls_addr, "demo", &[a.into(), b.into()], &access)
-                .await
-                .unwrap();
-        let m = Faulty::new();
-        let log = Log::default();
-        let p = pool(&m, demo_zk::discovery(&tls_addr, "demo", &access), &log, 4);
-        converge(&p, &[a, b], &log).await;
-        reg.set_online(a, false).await.unwrap();
-        converge(&p, &[b], &log).await;
-        reg.add(c).await.unwrap();
-        converge(&p, &[b, c], &log).await;
-        reg.remove(b).await.unwrap();
-        converge(&p, &[c], &log).await;
-        assert_eq!(log.count("failed:"), 0, "{}", log.dump());
+        let (p, _reg) = demo_follows(&tls_addr, "demo", &access).await;
         p.close().await;
 
         let no_cert = demo_zk::Access {
